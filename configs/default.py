@@ -1,0 +1,64 @@
+"""The embedded default run: QRNet against a small frozen classifier at 32 px, CPU-sized.
+
+Run:
+  python -m qrnet_jax.main --config configs/default.py --workdir /tmp/qrnet_default
+
+The classifier is first trained on clean images (in WORKDIR/classifiers/NAME), then frozen, and
+QRNet is pretrained on clean images and trained with Algorithm 1 against it.
+"""
+import ml_collections
+
+from qrnet_jax import distortions
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = 'synthetic'
+  config.data.image_size = 32
+  config.data.data_dir = ''
+  config.data.num_examples = 1500  # synthetic only
+  config.data.num_classes = 10  # synthetic only
+
+  config.model = ml_collections.ConfigDict()
+  config.model.small = False
+  config.model.dropout_rate = 0.2
+  config.model.dtype = 'float32'
+
+  config.distortion = ml_collections.ConfigDict()
+  config.distortion.types = ('noise', 'blur')
+  config.distortion.noise_levels = distortions.PAPER_LEVELS['noise']
+  config.distortion.blur_levels = distortions.PAPER_LEVELS['blur']
+
+  # One entry per classifier in Eq. (5): the key is its name.
+  config.classifiers = ml_collections.ConfigDict()
+  config.classifiers.small_vgg = classifier_config('small_vgg')
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 32  # clean images per step; Algorithm 1 doubles it
+  config.train.learning_rate = 1e-3
+  config.train.pretrain_epochs = 1
+  config.train.max_epochs = 6
+  config.train.early_stopping_patience = 5
+  config.train.log_every_steps = 10
+  config.train.checkpoints_to_keep = 2
+  # Accuracy, PSNR and SSIM per distortion level on the test split, with the best checkpoint.
+  config.train.evaluate_test = True
+  return config
+
+
+def classifier_config(arch, weight=0.01, trainable='none', checkpoint='', train_epochs=8):
+  """A classifier of Eq. (5).
+
+  Args:
+    arch: one of qrnet_jax.models.classifiers.CLASSIFIERS.
+    weight: its lambda_i in Eq. (5) (paper: 0.01).
+    trainable: which named part trains with QRNet ('none' = frozen; 'fc' = end-to-end mode).
+    checkpoint: Orbax checkpoint of its variables; empty = train it on clean images first.
+    train_epochs: epochs of that clean training when there is no checkpoint.
+  """
+  return ml_collections.ConfigDict(dict(
+      arch=arch, weight=weight, trainable=trainable, checkpoint=checkpoint,
+      train_epochs=train_epochs, learning_rate=1e-3))

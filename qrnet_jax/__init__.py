@@ -1,0 +1,1 @@
+"""qrnet_jax: Quality Recovery Network for image recognition, in JAX/Flax."""

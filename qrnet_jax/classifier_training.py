@@ -1,0 +1,114 @@
+"""Training a classifier on clean images (the "trained with the original images" classifiers).
+
+The paper's VGG16 keeps its ImageNet convolutions and fine-tunes its three FC layers on the clean
+training split; the small CPU classifiers train all their parameters. The result is frozen and
+handed to QRNet's training as a fixed argument.
+"""
+import functools
+import logging
+import os
+import time
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from typing import Any
+
+from qrnet_jax import checkpointing, data, losses, parallel
+from qrnet_jax.steps import split_params
+
+
+@flax.struct.dataclass
+class ClassifierState:
+  step: jax.Array
+  trainable: Any
+  frozen: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def _merged_variables(state: ClassifierState):
+  variables = {'params': {**jax.lax.stop_gradient(state.frozen), **state.trainable}}
+  if state.batch_stats is not None:
+    variables['batch_stats'] = state.batch_stats
+  return variables
+
+
+def classifier_train_step(state: ClassifierState, batch, *, module, tx, update_batch_stats):
+  images = batch['image'].astype(jnp.float32) / 255.
+
+  def loss_fn(trainable):
+    variables = _merged_variables(state.replace(trainable=trainable))
+    if update_batch_stats:
+      logits, updates = module.apply(variables, images, train=True, mutable=['batch_stats'])
+    else:
+      logits, updates = module.apply(variables, images, train=False), {}
+    loss = losses.classification_loss(logits, batch['label']).mean()
+    return loss, (updates.get('batch_stats', state.batch_stats),
+                  losses.correct(logits, batch['label']).mean())
+
+  (loss, (batch_stats, acc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.trainable)
+  updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
+  state = state.replace(step=state.step + 1, trainable=optax.apply_updates(state.trainable, updates),
+                        opt_state=opt_state, batch_stats=batch_stats)
+  return state, {'loss': loss, 'accuracy': acc}
+
+
+@functools.partial(jax.jit, static_argnames='module')
+def _correct_sum(variables, batch, module):
+  logits = module.apply(variables, batch['image'].astype(jnp.float32) / 255., train=False)
+  return (losses.correct(logits, batch['label']) * batch['mask']).sum()
+
+
+def classifier_accuracy(module, variables, source, mesh, batch_size):
+  """Top-1 accuracy on every image of `source` (clean)."""
+  total = 0.
+  for batch in data.eval_batches(source, batch_size, jax.process_index(), jax.process_count()):
+    total += float(_correct_sum(variables, parallel.global_batch(batch, mesh), module=module))
+  return total / len(source)
+
+
+def train_classifier(module, variables, trainable_names, dataset, *, epochs, batch_size,
+                     learning_rate, seed, mesh, name='classifier'):
+  """Trains `trainable_names` of `module` on clean training images; returns the new variables.
+
+  BatchNorm statistics are updated only when every parameter trains (partition 'all');
+  otherwise the classifier runs in inference mode, as a frozen feature extractor does.
+  """
+  trainable, frozen = split_params(variables['params'], tuple(trainable_names))
+  update_batch_stats = not frozen and 'batch_stats' in variables
+  tx = optax.adam(learning_rate)
+  state = ClassifierState(step=jnp.zeros((), jnp.int32), trainable=trainable, frozen=frozen,
+                          batch_stats=variables.get('batch_stats'), opt_state=tx.init(trainable))
+  state = parallel.replicate(state, mesh)
+  step_fn = jax.jit(
+      lambda s, b: classifier_train_step(s, b, module=module, tx=tx,
+                                         update_batch_stats=update_batch_stats),
+      in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
+      out_shardings=parallel.replicated(mesh), donate_argnums=0)
+  per_epoch = data.steps_per_epoch(len(dataset.train), batch_size)
+  batches = data.train_batches(dataset.train, batch_size, seed, 0, jax.process_index(),
+                               jax.process_count())
+  for epoch in range(epochs):
+    start = time.perf_counter()
+    for _ in range(per_epoch):
+      state, metrics = step_fn(state, parallel.global_batch(next(batches), mesh))
+    metrics = jax.device_get(metrics)
+    val_accuracy = classifier_accuracy(module, _merged_variables(state), dataset.val, mesh,
+                                       batch_size)
+    logging.info('classifier %s epoch %d/%d: loss %.4f, train accuracy %.3f, val accuracy %.3f '
+                 '(%.1f images/s)', name, epoch + 1, epochs, metrics['loss'], metrics['accuracy'],
+                 val_accuracy, per_epoch * batch_size / (time.perf_counter() - start))
+  return jax.device_get(_merged_variables(state))
+
+
+def trained_classifier_variables(path, train_fn):
+  """Variables saved at `path`, or `train_fn()`'s result saved there first (so reruns reuse it)."""
+  if os.path.isdir(path):
+    logging.info('reusing the trained classifier at %s', path)
+    return checkpointing.load_variables(path)
+  variables = train_fn()
+  checkpointing.save_variables(path, variables)
+  return variables

@@ -1,0 +1,128 @@
+"""Checks every config field before any data loading or compilation.
+
+Each error names the field (as it is written on the command line, `config.a.b`) and what is allowed.
+"""
+import os
+
+from qrnet_jax import distortions
+from qrnet_jax.models import classifiers as classifier_lib
+from qrnet_jax.models.qrnet import SIZE_MULTIPLE
+
+DTYPES = ('float32', 'bfloat16', 'float16')
+
+
+class ConfigError(ValueError):
+  """A config field has a value the run cannot use."""
+
+
+def _require(condition, field, message):
+  if not condition:
+    raise ConfigError(f'config.{field}: {message}')
+
+
+def _is_int(value):
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_int(config, field):
+  value = _get(config, field)
+  _require(_is_int(value) and value > 0, field, f'must be a positive integer, got {value!r}')
+
+
+def _non_negative_int(config, field):
+  value = _get(config, field)
+  _require(_is_int(value) and value >= 0, field, f'must be an integer >= 0, got {value!r}')
+
+
+def _get(config, field):
+  value = config
+  for part in field.split('.'):
+    if part not in value:
+      raise ConfigError(f'config.{field}: missing')
+    value = value[part]
+  return value
+
+
+def validate(config, num_devices: int = 1, num_processes: int = 1):
+  """Raises ConfigError naming the first bad field; returns None when the config is usable."""
+  _require(_is_int(config.get('seed')), 'seed', f'must be an integer, got {config.get("seed")!r}')
+  _validate_data(config)
+  _validate_model(config)
+  _validate_distortion(config)
+  _validate_classifiers(config)
+  _validate_train(config, num_devices, num_processes)
+
+
+def _validate_data(config):
+  from qrnet_jax import data  # pylint: disable=g-import-not-at-top
+  size = _get(config, 'data.image_size')
+  _require(_is_int(size) and size > 0 and size % SIZE_MULTIPLE == 0, 'data.image_size',
+           f'must be a positive multiple of {SIZE_MULTIPLE} (QRNet pools four times), got {size!r}')
+  validate_data_config = getattr(data, 'validate_data_config', None)
+  if validate_data_config is not None:
+    validate_data_config(config.data)
+  else:
+    _require(config.data.name in data.DATASETS, 'data.name',
+             f'unknown dataset {config.data.name!r}; allowed: {", ".join(data.DATASETS)}')
+
+
+def _validate_model(config):
+  _require(isinstance(_get(config, 'model.small'), bool), 'model.small', 'must be True or False')
+  rate = _get(config, 'model.dropout_rate')
+  _require(isinstance(rate, (int, float)) and 0 <= rate < 1, 'model.dropout_rate',
+           f'must be in [0, 1), got {rate!r}')
+  _require(_get(config, 'model.dtype') in DTYPES, 'model.dtype',
+           f'unknown dtype {config.model.dtype!r}; allowed: {", ".join(DTYPES)}')
+
+
+def _validate_distortion(config):
+  types = tuple(_get(config, 'distortion.types'))
+  _require(len(types) > 0, 'distortion.types', 'needs at least one distortion type')
+  for t in types:
+    _require(t in distortions.DISTORTION_TYPES, 'distortion.types',
+             f'unknown distortion {t!r}; allowed: {", ".join(distortions.DISTORTION_TYPES)}')
+  _require(len(set(types)) == len(types), 'distortion.types', f'repeats a type: {types}')
+  for t in distortions.DISTORTION_TYPES:
+    field = f'distortion.{t}_levels'
+    levels = tuple(_get(config, field))
+    _require(len(levels) > 0 and all(isinstance(v, (int, float)) and v > 0 for v in levels),
+             field, f'must be a non-empty list of positive numbers, got {levels!r}')
+
+
+def _validate_classifiers(config):
+  for name, c in _get(config, 'classifiers').items():
+    field = f'classifiers.{name}'
+    _require(c.get('arch') in classifier_lib.CLASSIFIERS, f'{field}.arch',
+             f'unknown classifier {c.get("arch")!r}; allowed: '
+             f'{", ".join(sorted(classifier_lib.CLASSIFIERS))}')
+    weight = c.get('weight')
+    _require(isinstance(weight, (int, float)) and weight >= 0, f'{field}.weight',
+             f'lambda must be a number >= 0, got {weight!r}')
+    for partition_field in ('trainable', 'clean_trainable'):
+      partition = c.get(partition_field, 'none')
+      _require(partition in classifier_lib.PARTITIONS, f'{field}.{partition_field}',
+               f'unknown partition {partition!r}; allowed: {", ".join(classifier_lib.PARTITIONS)}')
+    for path_field in ('checkpoint', 'keras_h5'):
+      path = c.get(path_field, '')
+      _require(not path or os.path.exists(path), f'{field}.{path_field}',
+               f'no such file or directory: {path}')
+    _require(_is_int(c.get('train_epochs', 0)) and c.get('train_epochs', 0) >= 0,
+             f'{field}.train_epochs', f'must be an integer >= 0, got {c.get("train_epochs")!r}')
+    _require(c.get('checkpoint') or c.get('train_epochs', 0) > 0, f'{field}.checkpoint',
+             'a classifier needs either a trained checkpoint or train_epochs > 0 to train one')
+
+
+def _validate_train(config, num_devices, num_processes):
+  for field in ('train.batch_size', 'train.max_epochs', 'train.early_stopping_patience',
+                'train.log_every_steps', 'train.checkpoints_to_keep'):
+    _positive_int(config, field)
+  _non_negative_int(config, 'train.pretrain_epochs')
+  lr = _get(config, 'train.learning_rate')
+  _require(isinstance(lr, (int, float)) and lr > 0, 'train.learning_rate',
+           f'must be > 0, got {lr!r}')
+  batch_size = config.train.batch_size
+  _require(batch_size % num_devices == 0, 'train.batch_size',
+           f'{batch_size} does not divide by the {num_devices} devices; use a multiple of '
+           f'{num_devices}')
+  _require(batch_size % num_processes == 0, 'train.batch_size',
+           f'{batch_size} does not divide by the {num_processes} processes')

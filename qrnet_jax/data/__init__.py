@@ -1,0 +1,284 @@
+"""Datasets and the host pipeline: uint8 images and labels in, batches out (no distortion here).
+
+`load_dataset(config.data, seed)` returns the paper's three splits (Section IV-A) as random-access
+sources; `train_batches` / `eval_batches` (pipeline.py) turn them into per-process batches.
+
+Datasets (config.data.name):
+  synthetic      generated stripes (synthetic.py), no files.
+  fashion_mnist  the four IDX files (fashion_mnist.py); official train + test pooled, then split.
+  folder         any class-per-folder image tree at config.data.data_dir (folder.py).
+  caltech101     101_ObjectCategories/ or its archive (caltech-101.zip, 101_ObjectCategories.tar.gz)
+                 in config.data.data_dir; BACKGROUND_Google left out unless keep_background_class.
+  caltech256     256_ObjectCategories/ or 256_ObjectCategories.tar; 257.clutter left out likewise.
+  tfds           a prepared array_record TFDS dataset (config.data.tfds_name) in data_dir.
+
+Every dataset but synthetic is split once (80/20, then 20 % of train for validation, stratified,
+from config.data.split_seed) into a JSON split file beside the data, reused by every later run
+and checked against the data on disk (splits.py).
+"""
+import dataclasses
+import logging
+import os
+
+import numpy as np
+
+from qrnet_jax.data import fashion_mnist as fashion_mnist_lib
+from qrnet_jax.data import folder as folder_lib
+from qrnet_jax.data import splits as splits_lib
+from qrnet_jax.data.images import RESIZE_POLICIES
+from qrnet_jax.data.pipeline import (CACHE_MODES, ArraySource, ImageSource, SubsetSource,
+                                     eval_batches, steps_per_epoch, train_batches)
+from qrnet_jax.data.splits import DatasetChangedError, split_indices
+from qrnet_jax.data.synthetic import synthetic_images
+
+DATASETS = ('synthetic', 'fashion_mnist', 'folder', 'caltech101', 'caltech256', 'tfds')
+
+# Fields of config.data read here beyond name, image_size, data_dir (and num_examples, num_classes
+# for synthetic), with the defaults used when the config lacks them.
+DEFAULTS = dict(
+    resize='squash',  # 'squash' | 'center_crop' (images.RESIZE_POLICIES)
+    cache='memory',  # 'memory' | 'disk' | 'none': decode once, or every batch
+    cache_dir='',  # for cache='disk'; '' = <state dir>/qrnet_cache
+    num_workers=-1,  # decoding processes; -1 = min(8, CPU count)
+    split_file='',  # '' = <state dir>/qrnet_split_<name>.json
+    split_seed=0,  # the split's seed, independent of the run's seed: the split is made once
+    keep_background_class=False,  # caltech101 BACKGROUND_Google / caltech256 257.clutter
+    archive_checksum='',  # 'sha256:HEX' | 'md5:HEX'; '' = the official table in folder.py
+    download=True,  # fashion_mnist: fetch the files when found nowhere
+    tfds_name='',  # tfds: dataset name (optionally name:version)
+    tfds_image_key='image',
+    tfds_label_key='label',
+)
+CACHE_ROOT = os.path.join(os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache')),
+                          'qrnet_jax')
+
+
+@dataclasses.dataclass
+class Dataset:
+  """The paper's three splits (Section IV-A) as random-access sources."""
+  train: object
+  val: object
+  test: object
+  num_classes: int
+  info: dict = dataclasses.field(default_factory=dict)
+
+
+def _get(data_config, field):
+  value = data_config.get(field, DEFAULTS[field])
+  return DEFAULTS[field] if value is None else value
+
+
+def validate_data_config(data_config) -> None:
+  """Raises ValueError naming the field for bad values; reads no data (cheap stat calls only)."""
+  name = data_config.get('name', None)
+  if name not in DATASETS:
+    raise ValueError(f'config.data.name: unknown dataset {name!r}; allowed: {DATASETS}')
+  size = data_config.get('image_size', None)
+  if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+    raise ValueError(f'config.data.image_size: {size!r}; must be a positive integer')
+  if _get(data_config, 'resize') not in RESIZE_POLICIES:
+    raise ValueError(f"config.data.resize: {_get(data_config, 'resize')!r}; allowed: "
+                     f'{RESIZE_POLICIES}')
+  if _get(data_config, 'cache') not in CACHE_MODES:
+    raise ValueError(f"config.data.cache: {_get(data_config, 'cache')!r}; allowed: {CACHE_MODES}")
+  workers = _get(data_config, 'num_workers')
+  if not isinstance(workers, int) or workers < -1:
+    raise ValueError(f'config.data.num_workers: {workers!r}; must be -1 (auto), 0 (decode in the '
+                     'main process) or a number of processes')
+  seed = _get(data_config, 'split_seed')
+  if not isinstance(seed, int) or seed < 0:
+    raise ValueError(f'config.data.split_seed: {seed!r}; must be a non-negative integer')
+  checksum = _get(data_config, 'archive_checksum')
+  if checksum:
+    algorithm, _, digest = checksum.partition(':')
+    lengths = {'sha256': 64, 'md5': 32}
+    if (algorithm.lower() not in lengths or len(digest) != lengths[algorithm.lower()]
+        or any(c not in '0123456789abcdefABCDEF' for c in digest)):
+      raise ValueError(f'config.data.archive_checksum: {checksum!r}; expected sha256:<64 hex> or '
+                       'md5:<32 hex>, or empty for the official checksums')
+  data_dir = data_config.get('data_dir', '') or ''
+  if name == 'synthetic':
+    num_classes = data_config.get('num_classes', 0)
+    num_examples = data_config.get('num_examples', 0)
+    if not isinstance(num_classes, int) or num_classes < 2:
+      raise ValueError(f'config.data.num_classes: {num_classes!r}; synthetic needs at least 2')
+    if not isinstance(num_examples, int) or num_examples < 5 * num_classes:
+      raise ValueError(f'config.data.num_examples: {num_examples!r}; synthetic needs at least '
+                       f'5 per class ({5 * num_classes})')
+  elif name in ('folder', 'caltech101', 'caltech256'):
+    if not data_dir:
+      raise ValueError(f'config.data.data_dir: empty; dataset {name!r} reads its images from '
+                       'that folder')
+  elif name == 'tfds':
+    if not _get(data_config, 'tfds_name'):
+      raise ValueError("config.data.tfds_name: empty; dataset 'tfds' needs the name of a "
+                       'prepared TFDS dataset')
+  if data_dir and name != 'synthetic' and not os.path.isdir(os.path.expanduser(data_dir)):
+    raise ValueError(f'config.data.data_dir: {data_dir} does not exist')
+
+
+def _num_workers(data_config):
+  workers = _get(data_config, 'num_workers')
+  return min(8, os.cpu_count() or 1) if workers == -1 else workers
+
+
+def _state_dir(preferred, name):
+  """Where the split file and disk cache live: beside the data if writable, else ~/.cache."""
+  if preferred and os.access(preferred, os.W_OK):
+    return preferred
+  return os.path.join(CACHE_ROOT, name)
+
+
+def _split_path(data_config, state_dir):
+  path = _get(data_config, 'split_file')
+  return os.path.expanduser(path) if path else os.path.join(
+      state_dir, f'qrnet_split_{data_config.name}.json')
+
+
+def _subsets(parent, record, position):
+  return [SubsetSource(parent, np.array([position[k] for k in record['splits'][s]], np.int64))
+          for s in splits_lib.SPLITS]
+
+
+def _load_or_make_split(data_config, path, keys, tags, labels, class_names, skip_check=None):
+  """The saved split if the data still match it, else a new one (saved); also returns created."""
+  if os.path.exists(path):
+    record = splits_lib.load(path)
+    splits_lib.check_unchanged(record, path, keys, tags, class_names)
+    if record['seed'] != _get(data_config, 'split_seed'):
+      logging.warning('reusing the split in %s made with seed %d (config.data.split_seed is %d): '
+                      'the split is made once', path, record['seed'], _get(data_config, 'split_seed'))
+    return record, False
+  bad = skip_check() if skip_check else {}
+  for key, error in bad.items():
+    logging.warning('skipping unreadable image %s: %s', key, error)
+  tag_of = dict(zip(keys, tags))
+  usable = [(k, l) for k, l in zip(keys, labels) if k not in bad]
+  skipped = sorted(bad)
+  record = splits_lib.make_split(
+      data_config.name, [k for k, _ in usable], np.array([l for _, l in usable]),
+      [tag_of[k] for k, _ in usable] + [tag_of[k] for k in skipped], class_names,
+      _get(data_config, 'split_seed'), skipped=skipped)
+  splits_lib.save(record, path)
+  logging.info('made the split %s: %s', path,
+               {s: len(v) for s, v in record['splits'].items()})
+  return record, True
+
+
+def _image_source(data_config, loader, labels, state_dir, fingerprint):
+  cache = _get(data_config, 'cache')
+  size, resize = data_config.image_size, _get(data_config, 'resize')
+  cache_dir = os.path.expanduser(_get(data_config, 'cache_dir')) or os.path.join(
+      state_dir, 'qrnet_cache')
+  cache_path = os.path.join(cache_dir,
+                            f'{data_config.name}_{size}px_{resize}_{fingerprint[:12]}.npy')
+  return ImageSource(loader, labels, size, cache=cache,
+                     cache_path=cache_path if cache == 'disk' else '',
+                     cache_key=f'{fingerprint}/{size}/{resize}', num_workers=_num_workers(data_config))
+
+
+def _info(data_config, record, path, created, source, **extra):
+  info = {
+      'dataset': data_config.name,
+      'split_file': path,
+      'split_created_now': created,
+      'split_seed': record['seed'],
+      'split_sizes': {s: len(v) for s, v in record['splits'].items()},
+      'num_classes': record['num_classes'],
+      'class_names': record['class_names'],
+      'skipped_count': len(record['skipped']),
+      'skipped_files': record['skipped'],
+      'resize': _get(data_config, 'resize'),
+      'cache': source.cache,
+      'cache_path': source.cache_path,
+  }
+  info.update(extra)
+  return info
+
+
+def _load_folder(data_config):
+  root, root_info = folder_lib.find_root(data_config)
+  exclude = folder_lib.excluded_classes(data_config.name,
+                                        _get(data_config, 'keep_background_class'))
+  tree = folder_lib.scan_tree(root, exclude)
+  state_dir = _state_dir(os.path.dirname(os.path.normpath(root))
+                         if data_config.name != 'folder' else os.path.expanduser(
+                             data_config.data_dir), data_config.name)
+  path = _split_path(data_config, state_dir)
+  record, created = _load_or_make_split(
+      data_config, path, tree.files, tree.sizes, tree.labels, tree.class_names,
+      skip_check=lambda: folder_lib.unreadable_files(root, tree.files, _num_workers(data_config)))
+  if record['skipped'] and not created:
+    logging.warning('%d unreadable images skipped (listed in %s): %s', len(record['skipped']),
+                    path, record['skipped'][:10])
+  skipped = set(record['skipped'])
+  files = [f for f in tree.files if f not in skipped]
+  labels = [tree.class_names.index(f.split('/')[0]) for f in files]
+  loader = folder_lib.FileLoader(root, tuple(files), data_config.image_size,
+                                 _get(data_config, 'resize'))
+  source = _image_source(data_config, loader, labels, state_dir, record['fingerprint'])
+  position = {f: i for i, f in enumerate(files)}
+  info = _info(data_config, record, path, created, source, excluded_classes=list(exclude),
+               ignored_files_count=len(tree.ignored), ignored_files=tree.ignored[:50], **root_info)
+  return Dataset(*_subsets(source, record, position), num_classes=len(tree.class_names),
+                 info=info)
+
+
+def _load_fashion_mnist(data_config):
+  data_dir = os.path.expanduser(data_config.data_dir or '')
+  fetch_dir = data_dir or os.path.join(CACHE_ROOT, 'fashion_mnist')
+  paths = fashion_mnist_lib.locate(data_dir, fetch_dir, _get(data_config, 'download'))
+  raw, labels = fashion_mnist_lib.load_arrays(paths)
+  files_dir = os.path.dirname(paths['train_images'])
+  state_dir = _state_dir(files_dir, 'fashion_mnist')
+  path = _split_path(data_config, state_dir)
+  keys = list(range(len(labels)))
+  record, created = _load_or_make_split(data_config, path, keys,
+                                        fashion_mnist_lib.example_tags(raw), labels,
+                                        list(fashion_mnist_lib.CLASS_NAMES))
+  loader = fashion_mnist_lib.ArrayLoader(raw, data_config.image_size, _get(data_config, 'resize'))
+  source = _image_source(data_config, loader, labels, state_dir, record['fingerprint'])
+  info = _info(data_config, record, path, created, source, files=paths,
+               split_policy='official train and test pooled, then split 80/20 and 20% of train')
+  return Dataset(*_subsets(source, record, {k: k for k in keys}),
+                 num_classes=len(fashion_mnist_lib.CLASS_NAMES), info=info)
+
+
+def _load_tfds(data_config):
+  from qrnet_jax.data import tfds_data  # pylint: disable=import-outside-toplevel
+  data_dir = os.path.expanduser(data_config.data_dir or '')
+  name = _get(data_config, 'tfds_name')
+  loader, labels, keys, class_names = tfds_data.describe(
+      name, data_dir, _get(data_config, 'tfds_image_key'), _get(data_config, 'tfds_label_key'),
+      data_config.image_size, _get(data_config, 'resize'))
+  state_dir = _state_dir(data_dir, f'tfds_{name}')
+  path = _split_path(data_config, state_dir)
+  record, created = _load_or_make_split(data_config, path, keys, [int(l) for l in labels],
+                                        labels, class_names)
+  source = _image_source(data_config, loader, labels, state_dir, record['fingerprint'])
+  info = _info(data_config, record, path, created, source, tfds_name=name,
+               tfds_splits_pooled=list(loader.splits))
+  return Dataset(*_subsets(source, record, {k: i for i, k in enumerate(keys)}),
+                 num_classes=len(class_names), info=info)
+
+
+def load_dataset(data_config, seed: int) -> Dataset:
+  """Builds the splits named by `data_config.name` at `data_config.image_size`.
+
+  Raises ValueError / FileNotFoundError naming the field or path for a bad config or missing data,
+  and DatasetChangedError (a ValueError) if the data no longer match their saved split.
+  """
+  validate_data_config(data_config)
+  if data_config.name == 'synthetic':
+    images, labels = synthetic_images(data_config.num_examples, data_config.num_classes,
+                                      data_config.image_size, seed)
+    train, val, test = split_indices(labels, seed)
+    sources = [ArraySource(images[i], labels[i]) for i in (train, val, test)]
+    return Dataset(*sources, num_classes=data_config.num_classes,
+                   info={'dataset': 'synthetic', 'split_sizes': {
+                       'train': len(train), 'val': len(val), 'test': len(test)}})
+  if data_config.name == 'fashion_mnist':
+    return _load_fashion_mnist(data_config)
+  if data_config.name == 'tfds':
+    return _load_tfds(data_config)
+  return _load_folder(data_config)

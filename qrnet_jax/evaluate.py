@@ -1,0 +1,77 @@
+"""Test-set evaluation per distortion type and level: accuracy with and without QRNet, PSNR, SSIM.
+
+These are the numbers behind Tables 2-5 and Figures 4-7: for every level, each classifier's top-1
+accuracy on the distorted images as they are ("none") and after restoration ("qrnet"), and the
+image quality of both against the clean image.
+"""
+import functools
+
+import dm_pix as pix
+import jax
+import jax.numpy as jnp
+
+from qrnet_jax import data, distortions, losses, parallel
+from qrnet_jax.steps import classifier_logits
+
+# Evaluation noise is drawn from this fixed key, so every method sees the same distorted images.
+EVAL_NOISE_SEED = 1234
+
+
+@functools.partial(jax.jit, static_argnames=('distortion_type', 'max_blur', 'qrnet',
+                                             'classifiers'))
+def _level_sums(params, frozen, batch, key, sigma, *, distortion_type, max_blur, qrnet,
+                classifiers):
+  clean = batch['image'].astype(jnp.float32) / 255.
+  mask = batch['mask'].astype(jnp.float32)
+  if distortion_type == 'clean':
+    distorted = clean
+  else:
+    distorted = distortions.distort(clean, key, distortion_type, sigma, max_blur)
+  restored = qrnet.apply({'params': params['qrnet']}, distorted, train=False)
+  sums = {'count': mask.sum()}
+  for name, images in (('none', distorted), ('qrnet', restored)):
+    sums[f'{name}/psnr'] = (pix.psnr(clean, images) * mask).sum()
+    sums[f'{name}/ssim'] = (pix.ssim(clean, images) * mask).sum()
+    for c in classifiers:
+      logits = classifier_logits(c, frozen[c.name], params['classifiers'].get(c.name, {}), images)
+      sums[f'{name}/{c.name}/accuracy'] = (losses.correct(logits, batch['label']) * mask).sum()
+  return sums
+
+
+def evaluate_by_level(params, frozen, source, *, spec, qrnet, classifiers, mesh, batch_size,
+                      seed=EVAL_NOISE_SEED):
+  """{'clean': metrics, '<type>/<level>': metrics} with metrics averaged over every image once."""
+  cases = [('clean', 0.)] + [(t, float(level)) for t in spec.types
+                             for level in spec.levels_by_type[t]]
+  max_blur = (distortions.max_blur_kernel_size(spec.levels_by_type['blur'])
+              if 'blur' in spec.types else None)
+  results = {}
+  for distortion_type, sigma in cases:
+    totals = None
+    batches = data.eval_batches(source, batch_size, jax.process_index(), jax.process_count())
+    for index, batch in enumerate(batches):
+      key = jax.random.fold_in(jax.random.PRNGKey(seed), index)
+      sums = _level_sums(params, frozen, parallel.global_batch(batch, mesh), key,
+                         jnp.float32(sigma), distortion_type=distortion_type, max_blur=max_blur,
+                         qrnet=qrnet, classifiers=tuple(classifiers))
+      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    totals = jax.device_get(totals)
+    count = totals.pop('count')
+    name = 'clean' if distortion_type == 'clean' else f'{distortion_type}/{sigma:g}'
+    results[name] = {metric: float(value / count) for metric, value in totals.items()}
+  return results
+
+
+def format_table(results, classifiers) -> str:
+  """A plain-text table: one row per level, accuracy without/with QRNet, PSNR, SSIM."""
+  header = ['level'] + [f'{c.name} {m}' for c in classifiers for m in ('none', 'qrnet')] + [
+      'PSNR none', 'PSNR qrnet', 'SSIM none', 'SSIM qrnet']
+  rows = [header]
+  for level, metrics in results.items():
+    row = [level] + [f"{metrics[f'{m}/{c.name}/accuracy']:.3f}" for c in classifiers
+                     for m in ('none', 'qrnet')]
+    row += [f"{metrics['none/psnr']:.2f}", f"{metrics['qrnet/psnr']:.2f}",
+            f"{metrics['none/ssim']:.3f}", f"{metrics['qrnet/ssim']:.3f}"]
+    rows.append(row)
+  widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+  return '\n'.join('  '.join(cell.rjust(w) for cell, w in zip(r, widths)) for r in rows)

@@ -1,0 +1,62 @@
+"""Metrics out: TensorBoard event files and the console, from process 0 only; a JSON summary."""
+import json
+import logging
+import math
+import os
+
+import jax
+import numpy as np
+
+
+class MetricWriter:
+  """Writes scalars to WORKDIR/tensorboard (tensorboardX event files) and the log."""
+
+  def __init__(self, workdir: str, enabled: bool = None):
+    self.enabled = jax.process_index() == 0 if enabled is None else enabled
+    self._writer = None
+    if self.enabled:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._writer = SummaryWriter(os.path.join(workdir, 'tensorboard'), flush_secs=10)
+
+  def write_scalars(self, step: int, scalars: dict, log: bool = True):
+    if not self.enabled:
+      return
+    scalars = {name: float(value) for name, value in scalars.items()}
+    for name, value in scalars.items():
+      self._writer.add_scalar(name, value, step)
+    if log:
+      logging.info('step %d: %s', step,
+                   ', '.join(f'{name}={value:.5g}' for name, value in sorted(scalars.items())))
+
+  def flush(self):
+    if self._writer is not None:
+      self._writer.flush()
+
+  def close(self):
+    if self._writer is not None:
+      self._writer.close()
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced NaN or inf; the last good checkpoint is kept."""
+
+
+def check_finite(scalars: dict, where: str):
+  bad = {name: float(v) for name, v in scalars.items() if not math.isfinite(float(v))}
+  if bad:
+    raise NonFiniteLossError(f'non-finite metrics {bad} at {where}; stopped without saving, the '
+                             'last good checkpoint in WORKDIR/checkpoints/latest is kept')
+
+
+def to_python(tree):
+  """Metrics pytree (device arrays) as plain Python floats and lists, for JSON."""
+  return jax.tree.map(lambda x: np.asarray(x).tolist(), jax.device_get(tree))
+
+
+def write_json(path: str, obj):
+  if jax.process_index() != 0:
+    return
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)

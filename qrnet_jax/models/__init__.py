@@ -1,0 +1,2 @@
+"""Flax Linen models: QRNet and the classifiers it is trained against."""
+from qrnet_jax.models.qrnet import QRNet

@@ -1,0 +1,45 @@
+"""Data parallelism: one 'data' mesh axis over every device of every process.
+
+Parameters are replicated and the global batch is sharded on 'data'; jit then computes the loss
+over the global batch, so gradients are averaged across devices as pmap's psum/mean would.
+"""
+from typing import Optional, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = 'data'
+
+
+def make_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+  """A 1-D mesh named 'data' over `devices` (default: all devices of all processes)."""
+  devices = jax.devices() if devices is None else list(devices)
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def check_batch_divisible(global_batch_size: int, mesh: Mesh, field='config.train.batch_size'):
+  devices = mesh.devices.size
+  if global_batch_size % devices:
+    raise ValueError(f'{field}={global_batch_size} does not divide by the {devices} devices; '
+                     f'use a multiple of {devices}')
+
+
+def global_batch(local_batch: dict, mesh: Mesh) -> dict:
+  """Assembles each process's slice of a batch into global arrays sharded on 'data'."""
+  sharding = batch_sharded(mesh)
+  return {name: jax.make_array_from_process_local_data(sharding, np.asarray(value))
+          for name, value in local_batch.items()}
+
+
+def replicate(tree, mesh: Mesh):
+  """Places a host pytree on every device of the mesh."""
+  return jax.device_put(tree, replicated(mesh))

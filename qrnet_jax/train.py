@@ -1,0 +1,223 @@
+"""The training loop: classifiers prepared and frozen, QRNet pretrained on clean images, then
+Algorithm 1 with validation every epoch, early stopping, checkpoints, metrics and a summary.
+"""
+import json
+import logging
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+
+from qrnet_jax import checkpointing, classifier_training, config_validation, data, evaluate
+from qrnet_jax import metrics as metrics_lib
+from qrnet_jax import parallel, steps
+from qrnet_jax.models import QRNet
+from qrnet_jax.models import classifiers as classifier_lib
+
+VALIDATION_SEED_SALT = 7919  # validation distortions: the same every epoch, independent of training
+
+
+def distortion_spec(config) -> steps.DistortionSpec:
+  levels = {'noise': tuple(config.distortion.noise_levels),
+            'blur': tuple(config.distortion.blur_levels)}
+  types = tuple(config.distortion.types)
+  return steps.DistortionSpec(types=types, levels=tuple((t, levels[t]) for t in types))
+
+
+def _initial_classifier_variables(c, module, num_classes, seed):
+  if c.get('keras_h5'):
+    from qrnet_jax import weights  # pylint: disable=g-import-not-at-top
+    return weights.load_keras_h5(c.keras_h5, c.arch, num_classes=num_classes)
+  side = classifier_lib.input_size(c.arch) or 32
+  variables = module.init(jax.random.PRNGKey(seed), jnp.zeros((1, side, side, 3)), train=False)
+  return jax.device_get(variables)
+
+
+def prepare_classifiers(config, dataset, workdir, mesh):
+  """The classifiers of Eq. (5): (static specs, frozen variables, trainable params) by name.
+
+  Each is loaded from `checkpoint`, or else initialised (from `keras_h5` when given) and trained on
+  the clean training images for `train_epochs` (saved under WORKDIR/classifiers/NAME and reused).
+  """
+  specs, frozen, trainable = [], {}, {}
+  for index, (name, c) in enumerate(sorted(config.classifiers.items())):
+    module = classifier_lib.build_classifier(c.arch, dataset.num_classes,
+                                             dtype=jnp.dtype(config.model.dtype))
+    if c.checkpoint:
+      variables = checkpointing.load_variables(c.checkpoint)
+    else:
+      initial = _initial_classifier_variables(c, module, dataset.num_classes, config.seed + index)
+      train_names = classifier_lib.trainable_parts(c.arch, c.get('clean_trainable', 'all'))
+      variables = classifier_training.trained_classifier_variables(
+          os.path.join(workdir, 'classifiers', name),
+          lambda: classifier_training.train_classifier(
+              module, initial, train_names, dataset, epochs=c.train_epochs,
+              batch_size=config.train.batch_size, learning_rate=c.learning_rate,
+              seed=config.seed + index, mesh=mesh, name=name))
+    names = classifier_lib.trainable_parts(c.arch, c.trainable)
+    trainable[name], frozen_params = steps.split_params(variables['params'], names)
+    frozen[name] = {**variables, 'params': frozen_params}
+    specs.append(steps.Classifier(name=name, module=module, weight=float(c.weight),
+                                  trainable=tuple(names),
+                                  input_size=classifier_lib.input_size(c.arch)))
+  return tuple(specs), frozen, trainable
+
+
+def _mean_terms(sums):
+  sums = jax.device_get(sums)
+  count = sums.pop('count')
+  return {name: float(value / count) for name, value in sums.items()}
+
+
+def validation_terms(eval_fn, params, frozen, source, mesh, batch_size, seed):
+  """Mean per-image terms over the whole split; distortions drawn from fixed keys."""
+  totals = None
+  base = jax.random.fold_in(jax.random.PRNGKey(seed), VALIDATION_SEED_SALT)
+  batches = data.eval_batches(source, batch_size, jax.process_index(), jax.process_count())
+  for index, batch in enumerate(batches):
+    sums = eval_fn(params, frozen, parallel.global_batch(batch, mesh),
+                   jax.random.fold_in(base, index))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  return _mean_terms(totals)
+
+
+def _new_record():
+  return {'epoch': 0, 'best_val_loss': None, 'best_epoch': None,
+          'epochs_without_improvement': 0, 'stopped_early': False, 'history': []}
+
+
+def _save_config(config, workdir):
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict:
+  """Runs (or resumes) the whole experiment in `workdir`; returns the summary it writes there."""
+  mesh = parallel.make_mesh(devices)
+  config_validation.validate(config, num_devices=mesh.devices.size)
+  os.makedirs(workdir, exist_ok=True)
+  _save_config(config, workdir)
+  batch_size = config.train.batch_size
+  dataset = data.load_dataset(config.data, config.seed)
+  classifiers, frozen, classifier_trainable = prepare_classifiers(config, dataset, workdir, mesh)
+  frozen = parallel.replicate(frozen, mesh)
+
+  qrnet = QRNet(small=config.model.small, dropout_rate=config.model.dropout_rate,
+                dtype=jnp.dtype(config.model.dtype))
+  side = config.data.image_size
+  qrnet_params = qrnet.init(jax.random.PRNGKey(config.seed), jnp.zeros((1, side, side, 3)))['params']
+  tx = optax.adam(config.train.learning_rate)
+  state = parallel.replicate(
+      steps.create_train_state(qrnet_params, classifier_trainable, tx, config.seed), mesh)
+
+  checkpoints = checkpointing.Checkpoints(workdir, keep=config.train.checkpoints_to_keep)
+  restored = checkpoints.restore_latest(checkpointing.abstract_like(state))
+  record = _new_record()
+  if restored is not None:
+    state, record = restored
+    logging.info('resumed from %s at step %d, epoch %d', workdir, int(state.step), record['epoch'])
+
+  spec = distortion_spec(config)
+  static = dict(qrnet=qrnet, classifiers=classifiers)
+  pretrain_step = steps.jit_train_step(mesh, tx=tx, distortion=None, **static)
+  train_step = steps.jit_train_step(mesh, tx=tx, distortion=spec, **static)
+  pretrain_eval = steps.jit_eval_step(mesh, distortion=None, **static)
+  train_eval = steps.jit_eval_step(mesh, distortion=spec, **static)
+
+  writer = metrics_lib.MetricWriter(workdir)
+  per_epoch = data.steps_per_epoch(len(dataset.train), batch_size)
+  batches = data.train_batches(dataset.train, batch_size, config.seed, int(state.step),
+                               jax.process_index(), jax.process_count())
+  pretrain_epochs = config.train.pretrain_epochs
+  total_epochs = pretrain_epochs + config.train.max_epochs
+  try:
+    while record['epoch'] < total_epochs and not record['stopped_early']:
+      epoch = record['epoch']
+      pretraining = epoch < pretrain_epochs
+      phase = 'pretrain' if pretraining else 'train'
+      step_fn = pretrain_step if pretraining else train_step
+      images_per_step = batch_size * (1 if pretraining else 2)
+      state, train_metrics = _run_epoch(
+          state, step_fn, batches, frozen, mesh, per_epoch, images_per_step, writer,
+          config.train.log_every_steps, desc=f'{phase} epoch {epoch + 1}/{total_epochs}')
+      val = validation_terms(pretrain_eval if pretraining else train_eval, state.params, frozen,
+                             dataset.val, mesh, batch_size, config.seed)
+      metrics_lib.check_finite(val, f'validation after epoch {epoch + 1}')
+      step = int(state.step)
+      writer.write_scalars(step, {f'val/{k}': v for k, v in val.items()})
+      record['history'].append({'epoch': epoch + 1, 'phase': phase, 'step': step,
+                                'train': train_metrics, 'val': val})
+      record['epoch'] = epoch + 1
+      improved = not pretraining and (record['best_val_loss'] is None
+                                      or val['loss'] < record['best_val_loss'])
+      if improved:
+        record.update(best_val_loss=val['loss'], best_epoch=epoch + 1,
+                      epochs_without_improvement=0)
+      elif not pretraining:
+        record['epochs_without_improvement'] += 1
+        # Early stopping after `patience` epochs without a better validation loss (Sec. IV-A).
+        if record['epochs_without_improvement'] >= config.train.early_stopping_patience:
+          record['stopped_early'] = True
+          logging.info('early stopping after epoch %d', epoch + 1)
+      checkpoints.save(step, state, record, val_loss=val['loss'] if improved else None)
+    checkpoints.latest.wait_until_finished()
+    checkpoints.best.wait_until_finished()
+    results = {}
+    if config.train.evaluate_test:
+      best = checkpoints.restore_best(checkpointing.abstract_like(state))
+      final_params = best[0].params if best is not None else state.params
+      results = evaluate.evaluate_by_level(
+          final_params, frozen, dataset.test, spec=spec, qrnet=qrnet, classifiers=classifiers,
+          mesh=mesh, batch_size=batch_size)
+      logging.info('test results (best checkpoint, epoch %s):\n%s', record['best_epoch'],
+                   evaluate.format_table(results, classifiers))
+  finally:
+    checkpoints.close()
+    writer.close()
+  summary = {'workdir': os.path.abspath(workdir), 'final_step': int(state.step),
+             'epochs': record['epoch'], 'best_epoch': record['best_epoch'],
+             'best_val_loss': record['best_val_loss'], 'stopped_early': record['stopped_early'],
+             'history': record['history'], 'test': _json_safe(results),
+             'data': dataset.info, 'devices': int(mesh.devices.size)}
+  metrics_lib.write_json(os.path.join(workdir, 'summary.json'), summary)
+  return summary
+
+
+def _json_safe(tree):
+  return jax.tree.map(lambda v: v if not isinstance(v, float) or math.isfinite(v) else None, tree)
+
+
+def _run_epoch(state, step_fn, batches, frozen, mesh, num_steps, images_per_step, writer,
+               log_every, desc):
+  """`num_steps` train steps; returns the state and the epoch's mean train metrics."""
+  totals, logged, start = None, 0, time.perf_counter()
+  window_start, window_steps = start, 0
+  bar = tqdm.tqdm(total=num_steps, desc=desc, disable=jax.process_index() != 0, leave=False)
+  for i in range(num_steps):
+    state, metrics = step_fn(state, parallel.global_batch(next(batches), mesh), frozen)
+    totals = metrics if totals is None else jax.tree.map(jnp.add, totals, metrics)
+    window_steps += 1
+    if (i + 1) % log_every == 0 or i + 1 == num_steps:
+      scalars = jax.device_get(metrics)
+      metrics_lib.check_finite(scalars, f'step {int(state.step)}')
+      now = time.perf_counter()
+      scalars['images_per_second'] = window_steps * images_per_step / (now - window_start)
+      window_start, window_steps = now, 0
+      writer.write_scalars(int(state.step), {f'train/{k}': v for k, v in scalars.items()},
+                           log=False)
+      bar.set_postfix(loss=f"{scalars['loss']:.4f}",
+                      img_s=f"{scalars['images_per_second']:.0f}")
+    bar.update(1)
+  bar.close()
+  means = {k: float(v) / num_steps for k, v in jax.device_get(totals).items()}
+  metrics_lib.check_finite(means, desc)
+  means['images_per_second'] = num_steps * images_per_step / (time.perf_counter() - start)
+  logging.info('%s: %s', desc, ', '.join(f'{k}={v:.4g}' for k, v in sorted(means.items())))
+  return state, means

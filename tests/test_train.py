@@ -1,0 +1,195 @@
+"""The train step and loop: loss goes down, frozen classifiers stay frozen, 1 vs 4 devices agree,
+a killed run resumes to the same parameters, bad values stop the run with a clear message."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import default
+from qrnet_jax import checkpointing, data, distortions, metrics, parallel, steps, train
+from qrnet_jax.models import QRNet
+from qrnet_jax.models.small import SmallVGG
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZE = 16
+SPEC = steps.DistortionSpec(types=('noise', 'blur'),
+                            levels=tuple(distortions.PAPER_LEVELS.items()))
+
+
+def tiny_dataset(num_examples=96, num_classes=4, seed=0):
+  return data.load_dataset(_data_config(num_examples, num_classes), seed)
+
+
+def _data_config(num_examples, num_classes):
+  config = default.get_config().data
+  config.image_size, config.num_examples, config.num_classes = SIZE, num_examples, num_classes
+  return config
+
+
+def setup_step(mesh, trainable=(), small=True, seed=0):
+  """A QRNet train state against a randomly initialised, frozen SmallVGG."""
+  qrnet = QRNet(small=small)
+  classifier_module = SmallVGG(num_classes=4)
+  x = jnp.zeros((1, SIZE, SIZE, 3))
+  variables = classifier_module.init(jax.random.PRNGKey(seed + 1), x)
+  trainable_params, frozen_params = steps.split_params(variables['params'], trainable)
+  frozen = {'clf': {**variables, 'params': frozen_params}}
+  classifier = steps.Classifier('clf', classifier_module, weight=0.01, trainable=trainable)
+  tx = optax.adam(1e-3)
+  state = steps.create_train_state(qrnet.init(jax.random.PRNGKey(seed), x)['params'],
+                                   {'clf': trainable_params}, tx, seed)
+  step_fn = steps.jit_train_step(mesh, qrnet=qrnet, classifiers=(classifier,), tx=tx,
+                                 distortion=SPEC)
+  return (parallel.replicate(state, mesh), parallel.replicate(frozen, mesh), step_fn,
+          jax.device_get(frozen))
+
+
+def run_steps(mesh, num_steps, dataset, batch_size=8, **kwargs):
+  state, frozen, step_fn, frozen_before = setup_step(mesh, **kwargs)
+  batches = data.train_batches(dataset.train, batch_size, seed=0)
+  losses = []
+  for _ in range(num_steps):
+    state, m = step_fn(state, parallel.global_batch(next(batches), mesh), frozen)
+    losses.append(float(m['loss']))
+  return state, frozen, frozen_before, np.asarray(losses)
+
+
+def test_training_lowers_loss_and_frozen_classifier_is_untouched():
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  state, frozen, frozen_before, losses = run_steps(mesh, 200, tiny_dataset())
+  assert losses[-20:].mean() < 0.7 * losses[:20].mean(), (losses[:20].mean(), losses[-20:].mean())
+  # The classifier was an argument under stop_gradient: bit-identical, and absent from the state.
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(frozen), frozen_before)
+  assert jax.tree.leaves(state.params['classifiers']) == []
+  assert int(state.step) == 200
+
+
+def test_end_to_end_hook_trains_only_the_named_part():
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  state0, _, _, frozen_before = setup_step(mesh, trainable=('predictions',))
+  head_before = jax.device_get(state0.params['classifiers']['clf'])
+  state, frozen, _, _ = run_steps(mesh, 5, tiny_dataset(), trainable=('predictions',))
+  head_after = jax.device_get(state.params['classifiers']['clf'])
+  assert set(head_after) == {'predictions'}
+  assert not np.allclose(head_after['predictions']['kernel'], head_before['predictions']['kernel'])
+  assert 'predictions' not in frozen_before['clf']['params']
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(frozen), frozen_before)
+
+
+def test_four_devices_match_one_device():
+  dataset = tiny_dataset()
+  one = run_steps(parallel.make_mesh(jax.devices()[:1]), 12, dataset)
+  four = run_steps(parallel.make_mesh(jax.devices()[:4]), 12, dataset)
+  assert len(jax.devices()) >= 4
+  np.testing.assert_allclose(four[3], one[3], rtol=2e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+               jax.device_get(four[0].params), jax.device_get(one[0].params))
+
+
+# The tiny run, as command-line overrides of configs/default.py.
+TINY_FLAGS = {'data.image_size': SIZE, 'data.num_examples': 96, 'data.num_classes': 4,
+              'model.small': True, 'train.batch_size': 8, 'train.pretrain_epochs': 1,
+              'train.max_epochs': 3, 'train.log_every_steps': 4, 'train.evaluate_test': False,
+              'classifiers.small_vgg.train_epochs': 1}
+
+
+def tiny_run_config(**overrides):
+  config = default.get_config()
+  for field, value in {**TINY_FLAGS, **overrides}.items():
+    node = config
+    *parents, leaf = field.split('.')
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
+
+
+def main_command(workdir, **extra):
+  flags = [f'--config.{k}={v}' for k, v in {**TINY_FLAGS, **extra}.items()]
+  return [sys.executable, '-m', 'qrnet_jax.main', '--config', 'configs/default.py',
+          '--workdir', str(workdir)] + flags
+
+
+def latest_params(workdir):
+  manager = checkpointing.Checkpoints(str(workdir))
+  try:
+    step = manager.latest.latest_step()
+    restored = manager.latest.restore(step)
+    return step, restored['state']['params']
+  finally:
+    manager.close()
+
+
+def committed_steps(workdir):
+  latest = os.path.join(workdir, 'checkpoints', 'latest')
+  if not os.path.isdir(latest):
+    return []
+  return sorted(int(name) for name in os.listdir(latest) if name.isdigit())
+
+
+def test_killed_run_resumes_to_the_same_parameters(tmp_path):
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  subprocess.run(main_command(tmp_path / 'whole'), cwd=ROOT, env=env, check=True,
+                 capture_output=True, timeout=600)
+  interrupted = tmp_path / 'interrupted'
+  process = subprocess.Popen(main_command(interrupted), cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  # Kill once the first epoch of Algorithm 1 (after pretraining) is checkpointed.
+  while time.time() < deadline and len(committed_steps(interrupted)) < 2:
+    if process.poll() is not None:
+      break
+    time.sleep(0.05)
+  assert process.poll() is None, 'the run ended before it could be killed'
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  killed_at = committed_steps(interrupted)
+  subprocess.run(main_command(interrupted), cwd=ROOT, env=env, check=True, capture_output=True,
+                 timeout=600)
+  whole_step, whole = latest_params(tmp_path / 'whole')
+  resumed_step, resumed = latest_params(interrupted)
+  assert killed_at and max(killed_at) < whole_step == resumed_step
+  jax.tree.map(np.testing.assert_array_equal, resumed, whole)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+  devices = jax.devices()[:1]
+  train.train_and_evaluate(tiny_run_config(**{'train.max_epochs': 1}), str(tmp_path), devices)
+  good = committed_steps(tmp_path)
+  monkeypatch.setattr(steps.losses, 'quality_loss',
+                      lambda restored, target: jnp.full(restored.shape[:1], jnp.nan))
+  with pytest.raises(metrics.NonFiniteLossError, match='non-finite'):
+    train.train_and_evaluate(tiny_run_config(**{'train.max_epochs': 3}), str(tmp_path), devices)
+  assert committed_steps(tmp_path) == good
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('distortion.types', ('noise', 'jpeg'), "config.distortion.types: unknown distortion 'jpeg'"),
+    ('classifiers.small_vgg.weight', -0.01, 'config.classifiers.small_vgg.weight'),
+    ('train.batch_size', 6, 'config.train.batch_size: 6 does not divide by the 4 devices'),
+    ('data.image_size', 30, 'config.data.image_size: must be a positive multiple of 16'),
+    ('classifiers.small_vgg.arch', 'alexnet', "config.classifiers.small_vgg.arch: unknown"),
+])
+def test_bad_config_fails_before_data_or_compilation(tmp_path, monkeypatch, field, value, message):
+  def forbidden(*args, **kwargs):
+    raise AssertionError('data loading or compilation started before the config was checked')
+  monkeypatch.setattr(train.data, 'load_dataset', forbidden)
+  monkeypatch.setattr(jax, 'jit', forbidden)
+  with pytest.raises(ValueError, match=message.replace('(', r'\(')):
+    train.train_and_evaluate(tiny_run_config(**{field: value}), str(tmp_path), jax.devices()[:4])
+
+
+def test_cli_names_the_bad_field(tmp_path):
+  result = subprocess.run(
+      main_command(tmp_path, **{'distortion.types': "('noise','jpeg')"}), cwd=ROOT,
+      env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0
+  assert "config.distortion.types: unknown distortion 'jpeg'" in result.stderr
+  assert not os.path.exists(tmp_path / 'config.json')
