@@ -36,6 +36,9 @@ def get_config():
   config.classifiers = ml_collections.ConfigDict()
   config.classifiers.small_vgg = classifier_config('small_vgg')
 
+  # Classifiers only evaluated with QRNet's output, never trained against (MQRNet's unseen ResNet).
+  config.eval_classifiers = ml_collections.ConfigDict()
+
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 32  # clean images per step; Algorithm 1 doubles it
   config.train.learning_rate = 1e-3

@@ -90,8 +90,15 @@ def _validate_distortion(config):
 
 
 def _validate_classifiers(config):
-  for name, c in _get(config, 'classifiers').items():
-    field = f'classifiers.{name}'
+  entries = [(f'classifiers.{name}', c) for name, c in _get(config, 'classifiers').items()]
+  eval_only = config.get('eval_classifiers', {})
+  for name, c in eval_only.items():
+    _require(name not in config.classifiers, f'eval_classifiers.{name}',
+             'a classifier of that name is already in config.classifiers')
+    _require(c.get('trainable', 'none') == 'none', f'eval_classifiers.{name}.trainable',
+             'evaluation-only classifiers are frozen; use none')
+    entries.append((f'eval_classifiers.{name}', c))
+  for field, c in entries:
     _require(c.get('arch') in classifier_lib.CLASSIFIERS, f'{field}.arch',
              f'unknown classifier {c.get("arch")!r}; allowed: '
              f'{", ".join(sorted(classifier_lib.CLASSIFIERS))}')

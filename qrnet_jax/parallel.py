@@ -41,5 +41,12 @@ def global_batch(local_batch: dict, mesh: Mesh) -> dict:
 
 
 def replicate(tree, mesh: Mesh):
-  """Places a host pytree on every device of the mesh."""
-  return jax.device_put(tree, replicated(mesh))
+  """Places a pytree that every process holds identically on every device of the mesh.
+
+  Built from each process's own copy: a plain device_put onto devices of other processes would
+  first compare the values across processes, one slow collective per array.
+  """
+  sharding = replicated(mesh)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x), np.shape(x)),
+      jax.device_get(tree))

@@ -1,7 +1,7 @@
 """The training loop: classifiers prepared and frozen, QRNet pretrained on clean images, then
 Algorithm 1 with validation every epoch, early stopping, checkpoints, metrics and a summary.
 """
-import json
+import functools
 import logging
 import math
 import os
@@ -33,37 +33,44 @@ def distortion_spec(config) -> steps.DistortionSpec:
 def _initial_classifier_variables(c, module, num_classes, seed):
   if c.get('keras_h5'):
     from qrnet_jax import weights  # pylint: disable=g-import-not-at-top
-    return weights.load_keras_h5(c.keras_h5, c.arch, num_classes=num_classes)
+    return weights.load_keras_h5(c.keras_h5, c.arch, num_classes=num_classes, rng=seed)
   side = classifier_lib.input_size(c.arch) or 32
-  variables = module.init(jax.random.PRNGKey(seed), jnp.zeros((1, side, side, 3)), train=False)
-  return jax.device_get(variables)
+  return jax.device_get(init_variables(module, seed, side))
 
 
-def prepare_classifiers(config, dataset, workdir, mesh):
-  """The classifiers of Eq. (5): (static specs, frozen variables, trainable params) by name.
+def init_variables(module, seed: int, image_size: int):
+  """module.init on one (image_size x image_size) image, jitted: one compiled program instead of
+  hundreds of eager ops (which are slow on multi-process runs)."""
+  images = jnp.zeros((1, image_size, image_size, 3))
+  return jax.jit(functools.partial(module.init, train=False))(jax.random.PRNGKey(seed), images)
+
+
+def prepare_classifiers(config, classifier_configs, dataset, workdir, mesh):
+  """Classifiers by name: (static specs, frozen variables, trainable params).
 
   Each is loaded from `checkpoint`, or else initialised (from `keras_h5` when given) and trained on
   the clean training images for `train_epochs` (saved under WORKDIR/classifiers/NAME and reused).
   """
   specs, frozen, trainable = [], {}, {}
-  for index, (name, c) in enumerate(sorted(config.classifiers.items())):
+  for name, c in sorted(classifier_configs.items()):
+    seed = config.seed + sum(map(ord, name))  # one stream per classifier, stable across configs
     module = classifier_lib.build_classifier(c.arch, dataset.num_classes,
                                              dtype=jnp.dtype(config.model.dtype))
     if c.checkpoint:
       variables = checkpointing.load_variables(c.checkpoint)
     else:
-      initial = _initial_classifier_variables(c, module, dataset.num_classes, config.seed + index)
+      initial = _initial_classifier_variables(c, module, dataset.num_classes, seed)
       train_names = classifier_lib.trainable_parts(c.arch, c.get('clean_trainable', 'all'))
       variables = classifier_training.trained_classifier_variables(
           os.path.join(workdir, 'classifiers', name),
           lambda: classifier_training.train_classifier(
               module, initial, train_names, dataset, epochs=c.train_epochs,
               batch_size=config.train.batch_size, learning_rate=c.learning_rate,
-              seed=config.seed + index, mesh=mesh, name=name))
-    names = classifier_lib.trainable_parts(c.arch, c.trainable)
+              seed=seed, mesh=mesh, name=name))
+    names = classifier_lib.trainable_parts(c.arch, c.get('trainable', 'none'))
     trainable[name], frozen_params = steps.split_params(variables['params'], names)
     frozen[name] = {**variables, 'params': frozen_params}
-    specs.append(steps.Classifier(name=name, module=module, weight=float(c.weight),
+    specs.append(steps.Classifier(name=name, module=module, weight=float(c.get('weight', 0.)),
                                   trainable=tuple(names),
                                   input_size=classifier_lib.input_size(c.arch)))
   return tuple(specs), frozen, trainable
@@ -106,13 +113,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
   _save_config(config, workdir)
   batch_size = config.train.batch_size
   dataset = data.load_dataset(config.data, config.seed)
-  classifiers, frozen, classifier_trainable = prepare_classifiers(config, dataset, workdir, mesh)
-  frozen = parallel.replicate(frozen, mesh)
+  classifiers, frozen, classifier_trainable = prepare_classifiers(
+      config, config.classifiers, dataset, workdir, mesh)
+  # Classifiers used only to evaluate (e.g. MQRNet's unseen ResNet, Figure 6): always frozen.
+  eval_only, eval_frozen, _ = prepare_classifiers(
+      config, config.get('eval_classifiers', {}), dataset, workdir, mesh)
+  frozen = parallel.replicate({**frozen, **eval_frozen}, mesh)
 
   qrnet = QRNet(small=config.model.small, dropout_rate=config.model.dropout_rate,
                 dtype=jnp.dtype(config.model.dtype))
   side = config.data.image_size
-  qrnet_params = qrnet.init(jax.random.PRNGKey(config.seed), jnp.zeros((1, side, side, 3)))['params']
+  qrnet_params = init_variables(qrnet, config.seed, side)['params']
   tx = optax.adam(config.train.learning_rate)
   state = parallel.replicate(
       steps.create_train_state(qrnet_params, classifier_trainable, tx, config.seed), mesh)
@@ -174,10 +185,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
       best = checkpoints.restore_best(checkpointing.abstract_like(state))
       final_params = best[0].params if best is not None else state.params
       results = evaluate.evaluate_by_level(
-          final_params, frozen, dataset.test, spec=spec, qrnet=qrnet, classifiers=classifiers,
-          mesh=mesh, batch_size=batch_size)
+          final_params, frozen, dataset.test, spec=spec, qrnet=qrnet,
+          classifiers=classifiers + eval_only, mesh=mesh, batch_size=batch_size)
       logging.info('test results (best checkpoint, epoch %s):\n%s', record['best_epoch'],
-                   evaluate.format_table(results, classifiers))
+                   evaluate.format_table(results, classifiers + eval_only))
   finally:
     checkpoints.close()
     writer.close()

@@ -37,13 +37,12 @@ def setup_step(mesh, trainable=(), small=True, seed=0):
   """A QRNet train state against a randomly initialised, frozen SmallVGG."""
   qrnet = QRNet(small=small)
   classifier_module = SmallVGG(num_classes=4)
-  x = jnp.zeros((1, SIZE, SIZE, 3))
-  variables = classifier_module.init(jax.random.PRNGKey(seed + 1), x)
+  variables = train.init_variables(classifier_module, seed + 1, SIZE)
   trainable_params, frozen_params = steps.split_params(variables['params'], trainable)
   frozen = {'clf': {**variables, 'params': frozen_params}}
   classifier = steps.Classifier('clf', classifier_module, weight=0.01, trainable=trainable)
   tx = optax.adam(1e-3)
-  state = steps.create_train_state(qrnet.init(jax.random.PRNGKey(seed), x)['params'],
+  state = steps.create_train_state(train.init_variables(qrnet, seed, SIZE)['params'],
                                    {'clf': trainable_params}, tx, seed)
   step_fn = steps.jit_train_step(mesh, qrnet=qrnet, classifiers=(classifier,), tx=tx,
                                  distortion=SPEC)

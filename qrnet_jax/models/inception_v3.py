@@ -44,7 +44,8 @@ class InceptionV3(nn.Module):
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     """images: (N, H, W, 3) RGB in [0, 1]; train=True uses and updates batch statistics."""
-    index = itertools.count(1)  # Keras' per-class layer counter: conv2d_<i>, batch_normalization_<i>.
+    # Keras' per-class layer counter: conv2d_<i>, batch_normalization_<i>.
+    index = itertools.count(1)
 
     def conv_bn(x, filters, kernel_hw, strides=1, padding='SAME'):
       """Keras' `conv2d_bn`: conv without bias, BN without scale, ReLU."""
