@@ -47,6 +47,9 @@ def get_config():
   config.train.early_stopping_patience = 5
   config.train.log_every_steps = 10
   config.train.checkpoints_to_keep = 2
+  # Also checkpoint inside an epoch every this many steps (0: only at epoch ends), so a killed
+  # run loses at most this many steps; the data order resumes mid-epoch.
+  config.train.checkpoint_every_steps = 200
   # Accuracy, PSNR and SSIM per distortion level on the test split, with the best checkpoint.
   config.train.evaluate_test = True
   return config

@@ -124,6 +124,7 @@ def _validate_train(config, num_devices, num_processes):
                 'train.log_every_steps', 'train.checkpoints_to_keep'):
     _positive_int(config, field)
   _non_negative_int(config, 'train.pretrain_epochs')
+  _non_negative_int(config, 'train.checkpoint_every_steps')
   lr = _get(config, 'train.learning_rate')
   _require(isinstance(lr, (int, float)) and lr > 0, 'train.learning_rate',
            f'must be > 0, got {lr!r}')

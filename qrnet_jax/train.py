@@ -155,9 +155,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
       phase = 'pretrain' if pretraining else 'train'
       step_fn = pretrain_step if pretraining else train_step
       images_per_step = batch_size * (1 if pretraining else 2)
+
+      def save_mid_epoch(state, partial):  # a killed run resumes here, mid-epoch
+        checkpoints.save(int(state.step), state, {**record, 'epoch_partial': partial})
+
       state, train_metrics = _run_epoch(
-          state, step_fn, batches, frozen, mesh, per_epoch, images_per_step, writer,
-          config.train.log_every_steps, desc=f'{phase} epoch {epoch + 1}/{total_epochs}')
+          state, step_fn, batches, frozen, mesh, range(int(state.step) - epoch * per_epoch,
+                                                       per_epoch),
+          record.pop('epoch_partial', None), images_per_step, writer, config.train,
+          save_mid_epoch, desc=f'{phase} epoch {epoch + 1}/{total_epochs}')
       val = validation_terms(pretrain_eval if pretraining else train_eval, state.params, frozen,
                              dataset.val, mesh, batch_size, config.seed)
       metrics_lib.check_finite(val, f'validation after epoch {epoch + 1}')
@@ -205,30 +211,42 @@ def _json_safe(tree):
   return jax.tree.map(lambda v: v if not isinstance(v, float) or math.isfinite(v) else None, tree)
 
 
-def _run_epoch(state, step_fn, batches, frozen, mesh, num_steps, images_per_step, writer,
-               log_every, desc):
-  """`num_steps` train steps; returns the state and the epoch's mean train metrics."""
-  totals, logged, start = None, 0, time.perf_counter()
-  window_start, window_steps = start, 0
-  bar = tqdm.tqdm(total=num_steps, desc=desc, disable=jax.process_index() != 0, leave=False)
-  for i in range(num_steps):
+def _run_epoch(state, step_fn, batches, frozen, mesh, step_indices, partial, images_per_step,
+               writer, train_config, save_mid_epoch, desc):
+  """The epoch's train steps `step_indices` (all, or the rest after a mid-epoch resume).
+
+  Returns the state and the epoch's mean train metrics; `partial` holds the sums of the steps run
+  before a resume, so the means are those of an uninterrupted epoch.
+  """
+  num_steps = step_indices.stop
+  totals = (partial or {}).get('totals')
+  window_start, window_steps = time.perf_counter(), 0
+  start, start_index = window_start, step_indices.start
+  bar = tqdm.tqdm(total=num_steps, initial=start_index, desc=desc, leave=False,
+                  disable=jax.process_index() != 0)
+  for i in step_indices:
     state, metrics = step_fn(state, parallel.global_batch(next(batches), mesh), frozen)
     totals = metrics if totals is None else jax.tree.map(jnp.add, totals, metrics)
     window_steps += 1
-    if (i + 1) % log_every == 0 or i + 1 == num_steps:
+    step = int(state.step)
+    if (i + 1) % train_config.log_every_steps == 0 or i + 1 == num_steps:
       scalars = jax.device_get(metrics)
-      metrics_lib.check_finite(scalars, f'step {int(state.step)}')
+      metrics_lib.check_finite(scalars, f'step {step}')
       now = time.perf_counter()
       scalars['images_per_second'] = window_steps * images_per_step / (now - window_start)
       window_start, window_steps = now, 0
-      writer.write_scalars(int(state.step), {f'train/{k}': v for k, v in scalars.items()},
-                           log=False)
-      bar.set_postfix(loss=f"{scalars['loss']:.4f}",
-                      img_s=f"{scalars['images_per_second']:.0f}")
+      writer.write_scalars(step, {f'train/{k}': v for k, v in scalars.items()}, log=False)
+      bar.set_postfix(loss=f"{scalars['loss']:.4f}", img_s=f"{scalars['images_per_second']:.0f}")
+    every = train_config.checkpoint_every_steps
+    if every and step % every == 0 and i + 1 < num_steps:
+      host_totals = {k: float(v) for k, v in jax.device_get(totals).items()}
+      metrics_lib.check_finite(host_totals, f'step {step}')
+      save_mid_epoch(state, {'totals': host_totals})
     bar.update(1)
   bar.close()
   means = {k: float(v) / num_steps for k, v in jax.device_get(totals).items()}
   metrics_lib.check_finite(means, desc)
-  means['images_per_second'] = num_steps * images_per_step / (time.perf_counter() - start)
+  means['images_per_second'] = ((num_steps - start_index) * images_per_step
+                                / (time.perf_counter() - start))
   logging.info('%s: %s', desc, ', '.join(f'{k}={v:.4g}' for k, v in sorted(means.items())))
   return state, means

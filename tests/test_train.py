@@ -96,7 +96,7 @@ def test_four_devices_match_one_device():
 TINY_FLAGS = {'data.image_size': SIZE, 'data.num_examples': 96, 'data.num_classes': 4,
               'model.small': True, 'train.batch_size': 8, 'train.pretrain_epochs': 1,
               'train.max_epochs': 3, 'train.log_every_steps': 4, 'train.evaluate_test': False,
-              'classifiers.small_vgg.train_epochs': 1}
+              'classifiers.small_vgg.train_epochs': 1, 'train.checkpoint_every_steps': 3}
 
 
 def tiny_run_config(**overrides):
@@ -141,15 +141,19 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
   process = subprocess.Popen(main_command(interrupted), cwd=ROOT, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 300
-  # Kill once the first epoch of Algorithm 1 (after pretraining) is checkpointed.
-  while time.time() < deadline and len(committed_steps(interrupted)) < 2:
+  per_epoch = data.steps_per_epoch(len(tiny_dataset().train), 8)
+
+  def mid_epoch_saved():  # inside an Algorithm 1 epoch, after pretraining
+    return [s for s in committed_steps(interrupted) if s > per_epoch and s % per_epoch]
+
+  while time.time() < deadline and not mid_epoch_saved():
     if process.poll() is not None:
       break
     time.sleep(0.05)
   assert process.poll() is None, 'the run ended before it could be killed'
   process.send_signal(signal.SIGKILL)
   process.wait()
-  killed_at = committed_steps(interrupted)
+  killed_at = committed_steps(interrupted)  # newest: almost always the mid-epoch one
   subprocess.run(main_command(interrupted), cwd=ROOT, env=env, check=True, capture_output=True,
                  timeout=600)
   whole_step, whole = latest_params(tmp_path / 'whole')
