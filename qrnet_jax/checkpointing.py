@@ -58,18 +58,3 @@ class Checkpoints:
 def abstract_like(tree):
   """Shape, dtype and sharding of every array in `tree`: the restore target."""
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
-
-
-def save_variables(path: str, variables):
-  """Writes a variables pytree (e.g. a trained classifier) as a standalone Orbax checkpoint."""
-  with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(os.path.abspath(path), variables, force=True)
-
-
-def load_variables(path: str, abstract=None):
-  """Reads a checkpoint written by `save_variables` (onto the host/default device)."""
-  path = os.path.abspath(path)
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f'no checkpoint directory at {path}')
-  with ocp.StandardCheckpointer() as checkpointer:
-    return checkpointer.restore(path, abstract)

@@ -14,10 +14,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from typing import Any
 
-from qrnet_jax import checkpointing, data, losses, parallel
+from qrnet_jax import data, losses, parallel
 from qrnet_jax.steps import split_params
+from qrnet_jax.weights import convert
 
 
 @flax.struct.dataclass
@@ -104,11 +106,18 @@ def train_classifier(module, variables, trainable_names, dataset, *, epochs, bat
   return jax.device_get(_merged_variables(state))
 
 
-def trained_classifier_variables(path, train_fn):
-  """Variables saved at `path`, or `train_fn()`'s result saved there first (so reruns reuse it)."""
-  if os.path.isdir(path):
+def trained_classifier_variables(path, train_fn, info: dict):
+  """Variables saved at `path`, or `train_fn()`'s result saved there first (so reruns reuse it).
+
+  The format is the weight converter's (`variables/` + `classifier.json` holding `info`), so a
+  classifier trained by one run is `classifiers.NAME.checkpoint` of another.
+  """
+  exists = os.path.isfile(os.path.join(path, convert.INFO_FILE))
+  if jax.process_count() > 1:  # every process must take the same branch: process 0 decides
+    exists = bool(multihost_utils.broadcast_one_to_all(np.asarray(exists)))
+  if exists:
     logging.info('reusing the trained classifier at %s', path)
-    return checkpointing.load_variables(path)
+    return convert.load_converted(path)
   variables = train_fn()
-  checkpointing.save_variables(path, variables)
+  convert.save_converted(path, variables, info)  # Orbax writes once, from the primary process
   return variables

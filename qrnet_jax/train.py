@@ -45,6 +45,22 @@ def init_variables(module, seed: int, image_size: int):
   return jax.jit(functools.partial(module.init, train=False))(jax.random.PRNGKey(seed), images)
 
 
+def load_classifier_checkpoint(path, arch, module, num_classes):
+  """Variables from a converted or trained classifier directory, checked against `module`."""
+  from qrnet_jax.weights import convert, keras_h5  # pylint: disable=g-import-not-at-top
+  info = convert.converted_info(path)
+  if (info.get('arch'), info.get('num_classes')) != (arch, num_classes):
+    raise ValueError(f'classifier checkpoint {path} holds {info.get("arch")} with '
+                     f'{info.get("num_classes")} classes; the config asks for {arch} with '
+                     f'{num_classes} (the dataset\'s class count)')
+  variables = convert.load_converted(path)
+  side = classifier_lib.input_size(arch) or 32
+  expected = jax.eval_shape(functools.partial(module.init, train=False), jax.random.PRNGKey(0),
+                            jnp.zeros((1, side, side, 3)))
+  keras_h5.check_structure(variables, expected)
+  return variables
+
+
 def prepare_classifiers(config, classifier_configs, dataset, workdir, mesh):
   """Classifiers by name: (static specs, frozen variables, trainable params).
 
@@ -57,7 +73,7 @@ def prepare_classifiers(config, classifier_configs, dataset, workdir, mesh):
     module = classifier_lib.build_classifier(c.arch, dataset.num_classes,
                                              dtype=jnp.dtype(config.model.dtype))
     if c.checkpoint:
-      variables = checkpointing.load_variables(c.checkpoint)
+      variables = load_classifier_checkpoint(c.checkpoint, c.arch, module, dataset.num_classes)
     else:
       initial = _initial_classifier_variables(c, module, dataset.num_classes, seed)
       train_names = classifier_lib.trainable_parts(c.arch, c.get('clean_trainable', 'all'))
@@ -66,7 +82,9 @@ def prepare_classifiers(config, classifier_configs, dataset, workdir, mesh):
           lambda: classifier_training.train_classifier(
               module, initial, train_names, dataset, epochs=c.train_epochs,
               batch_size=config.train.batch_size, learning_rate=c.learning_rate,
-              seed=seed, mesh=mesh, name=name))
+              seed=seed, mesh=mesh, name=name),
+          info={'arch': c.arch, 'num_classes': dataset.num_classes,
+                'source': f'trained on clean {config.data.name} images in {workdir}'})
     names = classifier_lib.trainable_parts(c.arch, c.get('trainable', 'none'))
     trainable[name], frozen_params = steps.split_params(variables['params'], names)
     frozen[name] = {**variables, 'params': frozen_params}

@@ -196,3 +196,17 @@ def test_cli_names_the_bad_field(tmp_path):
   assert result.returncode != 0
   assert "config.distortion.types: unknown distortion 'jpeg'" in result.stderr
   assert not os.path.exists(tmp_path / 'config.json')
+
+
+def test_classifier_checkpoint_is_checked_against_the_config(tmp_path):
+  from qrnet_jax.weights import convert
+  module = SmallVGG(num_classes=4)
+  variables = jax.device_get(train.init_variables(module, 0, SIZE))
+  convert.save_converted(str(tmp_path), variables, {'arch': 'small_vgg', 'num_classes': 4})
+  loaded = train.load_classifier_checkpoint(str(tmp_path), 'small_vgg', module, 4)
+  jax.tree.map(np.testing.assert_array_equal, loaded, variables)
+  with pytest.raises(ValueError, match='holds small_vgg with 4 classes; the config asks for '
+                                       'small_resnet with 4'):
+    train.load_classifier_checkpoint(str(tmp_path), 'small_resnet', module, 4)
+  with pytest.raises(ValueError, match='small_vgg with 10'):
+    train.load_classifier_checkpoint(str(tmp_path), 'small_vgg', SmallVGG(num_classes=10), 10)
