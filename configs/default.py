@@ -1,10 +1,13 @@
-"""The embedded default run: QRNet against a small frozen classifier at 32 px, CPU-sized.
+"""The embedded default run: Fashion-MNIST at 32 px, QRNet against a small frozen classifier.
 
 Run:
   python -m qrnet_jax.main --config configs/default.py --workdir /tmp/qrnet_default
 
 The classifier is first trained on clean images (in WORKDIR/classifiers/NAME), then frozen, and
-QRNet is pretrained on clean images and trained with Algorithm 1 against it.
+QRNet is pretrained on clean images and trained with Algorithm 1 against it. Sized for a 2-core
+CPU (a few minutes): a fixed subset of the splits; set data.max_*_examples=0 for all of them.
+Fashion-MNIST is read from /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist),
+or data.data_dir, or fetched when online. For data without any file: --config.data.name=synthetic.
 """
 import ml_collections
 
@@ -16,9 +19,23 @@ def get_config():
   config.seed = 0
 
   config.data = ml_collections.ConfigDict()
-  config.data.name = 'synthetic'
-  config.data.image_size = 32
+  config.data.name = 'fashion_mnist'  # or synthetic, folder, caltech101, caltech256, tfds
+  config.data.image_size = 32  # 28 px grey images, squashed to 32 px RGB
   config.data.data_dir = ''
+  config.data.max_train_examples = 3000  # 0 = the whole split
+  config.data.max_eval_examples = 1000
+  config.data.resize = 'squash'  # or center_crop
+  config.data.cache = 'memory'  # decoded images: memory, disk or none
+  config.data.cache_dir = ''
+  config.data.num_workers = 0  # 0: decode in threads of the main process; N: grain workers
+  config.data.split_file = ''  # '' = beside the data (or ~/.cache/qrnet_jax/NAME)
+  config.data.split_seed = 0  # the 80/20 then 20 % split is made once from this seed
+  config.data.keep_background_class = False  # caltech101 BACKGROUND_Google, caltech256 clutter
+  config.data.archive_checksum = ''  # '' = the official archives' checksums
+  config.data.download = True  # fashion_mnist: fetch the files when found nowhere
+  config.data.tfds_name = ''
+  config.data.tfds_image_key = 'image'
+  config.data.tfds_label_key = 'label'
   config.data.num_examples = 1500  # synthetic only
   config.data.num_classes = 10  # synthetic only
 
@@ -43,7 +60,7 @@ def get_config():
   config.train.batch_size = 32  # clean images per step; Algorithm 1 doubles it
   config.train.learning_rate = 1e-3
   config.train.pretrain_epochs = 1
-  config.train.max_epochs = 6
+  config.train.max_epochs = 5
   config.train.early_stopping_patience = 5
   config.train.log_every_steps = 10
   config.train.checkpoints_to_keep = 2

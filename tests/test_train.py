@@ -1,5 +1,6 @@
 """The train step and loop: loss goes down, frozen classifiers stay frozen, 1 vs 4 devices agree,
 a killed run resumes to the same parameters, bad values stop the run with a clear message."""
+import json
 import os
 import signal
 import subprocess
@@ -29,7 +30,8 @@ def tiny_dataset(num_examples=96, num_classes=4, seed=0):
 
 def _data_config(num_examples, num_classes):
   config = default.get_config().data
-  config.image_size, config.num_examples, config.num_classes = SIZE, num_examples, num_classes
+  config.name, config.image_size = 'synthetic', SIZE
+  config.num_examples, config.num_classes = num_examples, num_classes
   return config
 
 
@@ -93,7 +95,7 @@ def test_four_devices_match_one_device():
 
 
 # The tiny run, as command-line overrides of configs/default.py.
-TINY_FLAGS = {'data.image_size': SIZE, 'data.num_examples': 96, 'data.num_classes': 4,
+TINY_FLAGS = {'data.name': 'synthetic', 'data.image_size': SIZE, 'data.num_examples': 96, 'data.num_classes': 4,
               'model.small': True, 'train.batch_size': 8, 'train.pretrain_epochs': 1,
               'train.max_epochs': 3, 'train.log_every_steps': 4, 'train.evaluate_test': False,
               'classifiers.small_vgg.train_epochs': 1, 'train.checkpoint_every_steps': 3}
@@ -137,6 +139,13 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
   env = dict(os.environ, PYTHONPATH=ROOT)
   subprocess.run(main_command(tmp_path / 'whole'), cwd=ROOT, env=env, check=True,
                  capture_output=True, timeout=600)
+  # What a finished run leaves: resolved config, event files, the JSON summary.
+  with open(tmp_path / 'whole' / 'summary.json') as f:
+    summary = json.load(f)
+  assert [h['phase'] for h in summary['history']] == ['pretrain'] + ['train'] * 3
+  assert json.load(open(tmp_path / 'whole' / 'config.json'))['train']['batch_size'] == 8
+  assert any(name.startswith('events.out.tfevents')
+             for name in os.listdir(tmp_path / 'whole' / 'tensorboard'))
   interrupted = tmp_path / 'interrupted'
   process = subprocess.Popen(main_command(interrupted), cwd=ROOT, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

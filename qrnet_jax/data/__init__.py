@@ -38,8 +38,8 @@ DATASETS = ('synthetic', 'fashion_mnist', 'folder', 'caltech101', 'caltech256', 
 DEFAULTS = dict(
     resize='squash',  # 'squash' | 'center_crop' (images.RESIZE_POLICIES)
     cache='memory',  # 'memory' | 'disk' | 'none': decode once, or every batch
-    cache_dir='',  # for cache='disk'; '' = <state dir>/qrnet_cache
-    num_workers=-1,  # decoding processes; -1 = min(8, CPU count)
+    cache_dir='',  # for cache='disk'; '' = <state dir>/.qrnet_cache
+    num_workers=0,  # decoding processes; 0 = threads of the main process (fastest on few cores)
     split_file='',  # '' = <state dir>/qrnet_split_<name>.json
     split_seed=0,  # the split's seed, independent of the run's seed: the split is made once
     keep_background_class=False,  # caltech101 BACKGROUND_Google / caltech256 257.clutter
@@ -48,6 +48,8 @@ DEFAULTS = dict(
     tfds_name='',  # tfds: dataset name (optionally name:version)
     tfds_image_key='image',
     tfds_label_key='label',
+    max_train_examples=0,  # 0 = all; else a fixed random subset of the train split (CPU runs)
+    max_eval_examples=0,  # likewise for each of val and test
 )
 CACHE_ROOT = os.path.join(os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache')),
                           'qrnet_jax')
@@ -82,9 +84,9 @@ def validate_data_config(data_config) -> None:
   if _get(data_config, 'cache') not in CACHE_MODES:
     raise ValueError(f"config.data.cache: {_get(data_config, 'cache')!r}; allowed: {CACHE_MODES}")
   workers = _get(data_config, 'num_workers')
-  if not isinstance(workers, int) or workers < -1:
-    raise ValueError(f'config.data.num_workers: {workers!r}; must be -1 (auto), 0 (decode in the '
-                     'main process) or a number of processes')
+  if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+    raise ValueError(f'config.data.num_workers: {workers!r}; must be 0 (decode in threads of the '
+                     'main process) or a number of worker processes')
   seed = _get(data_config, 'split_seed')
   if not isinstance(seed, int) or seed < 0:
     raise ValueError(f'config.data.split_seed: {seed!r}; must be a non-negative integer')
@@ -96,6 +98,10 @@ def validate_data_config(data_config) -> None:
         or any(c not in '0123456789abcdefABCDEF' for c in digest)):
       raise ValueError(f'config.data.archive_checksum: {checksum!r}; expected sha256:<64 hex> or '
                        'md5:<32 hex>, or empty for the official checksums')
+  for field in ('max_train_examples', 'max_eval_examples'):
+    value = _get(data_config, field)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+      raise ValueError(f'config.data.{field}: {value!r}; must be 0 (all) or a positive integer')
   data_dir = data_config.get('data_dir', '') or ''
   if name == 'synthetic':
     num_classes = data_config.get('num_classes', 0)
@@ -113,13 +119,14 @@ def validate_data_config(data_config) -> None:
     if not _get(data_config, 'tfds_name'):
       raise ValueError("config.data.tfds_name: empty; dataset 'tfds' needs the name of a "
                        'prepared TFDS dataset')
-  if data_dir and name != 'synthetic' and not os.path.isdir(os.path.expanduser(data_dir)):
+  # fashion_mnist may fetch its files into a data_dir that does not exist yet.
+  if (data_dir and name not in ('synthetic', 'fashion_mnist')
+      and not os.path.isdir(os.path.expanduser(data_dir))):
     raise ValueError(f'config.data.data_dir: {data_dir} does not exist')
 
 
 def _num_workers(data_config):
-  workers = _get(data_config, 'num_workers')
-  return min(8, os.cpu_count() or 1) if workers == -1 else workers
+  return _get(data_config, 'num_workers')
 
 
 def _state_dir(preferred, name):
@@ -145,9 +152,10 @@ def _load_or_make_split(data_config, path, keys, tags, labels, class_names, skip
   if os.path.exists(path):
     record = splits_lib.load(path)
     splits_lib.check_unchanged(record, path, keys, tags, class_names)
-    if record['seed'] != _get(data_config, 'split_seed'):
+    seed = _get(data_config, 'split_seed')
+    if record['seed'] != seed:
       logging.warning('reusing the split in %s made with seed %d (config.data.split_seed is %d): '
-                      'the split is made once', path, record['seed'], _get(data_config, 'split_seed'))
+                      'the split is made once', path, record['seed'], seed)
     return record, False
   bad = skip_check() if skip_check else {}
   for key, error in bad.items():
@@ -169,12 +177,13 @@ def _image_source(data_config, loader, labels, state_dir, fingerprint):
   cache = _get(data_config, 'cache')
   size, resize = data_config.image_size, _get(data_config, 'resize')
   cache_dir = os.path.expanduser(_get(data_config, 'cache_dir')) or os.path.join(
-      state_dir, 'qrnet_cache')
+      state_dir, '.qrnet_cache')  # hidden: never taken for a class folder
   cache_path = os.path.join(cache_dir,
                             f'{data_config.name}_{size}px_{resize}_{fingerprint[:12]}.npy')
   return ImageSource(loader, labels, size, cache=cache,
                      cache_path=cache_path if cache == 'disk' else '',
-                     cache_key=f'{fingerprint}/{size}/{resize}', num_workers=_num_workers(data_config))
+                     cache_key=f'{fingerprint}/{size}/{resize}',
+                     num_workers=_num_workers(data_config))
 
 
 def _info(data_config, record, path, created, source, **extra):
@@ -200,7 +209,7 @@ def _load_folder(data_config):
   root, root_info = folder_lib.find_root(data_config)
   exclude = folder_lib.excluded_classes(data_config.name,
                                         _get(data_config, 'keep_background_class'))
-  tree = folder_lib.scan_tree(root, exclude)
+  tree = folder_lib.scan_tree(root, exclude, recursive=data_config.name == 'folder')
   state_dir = _state_dir(os.path.dirname(os.path.normpath(root))
                          if data_config.name != 'folder' else os.path.expanduser(
                              data_config.data_dir), data_config.name)
@@ -230,7 +239,9 @@ def _load_fashion_mnist(data_config):
   paths = fashion_mnist_lib.locate(data_dir, fetch_dir, _get(data_config, 'download'))
   raw, labels = fashion_mnist_lib.load_arrays(paths)
   files_dir = os.path.dirname(paths['train_images'])
-  state_dir = _state_dir(files_dir, 'fashion_mnist')
+  # Never write into a package-managed folder (/usr/share/...), even as root.
+  state_dir = _state_dir(None if files_dir in fashion_mnist_lib.SYSTEM_DIRS else files_dir,
+                         'fashion_mnist')
   path = _split_path(data_config, state_dir)
   keys = list(range(len(labels)))
   record, created = _load_or_make_split(data_config, path, keys,
@@ -269,6 +280,29 @@ def load_dataset(data_config, seed: int) -> Dataset:
   and DatasetChangedError (a ValueError) if the data no longer match their saved split.
   """
   validate_data_config(data_config)
+  dataset = _load_splits(data_config, seed)
+  return _limited(dataset, _get(data_config, 'max_train_examples'),
+                  _get(data_config, 'max_eval_examples'), _get(data_config, 'split_seed'))
+
+
+def _limited(dataset, max_train, max_eval, seed):
+  """Keeps a fixed random subset of each split where a maximum is set (0 = keep all)."""
+  def subset(source, maximum, salt):
+    if not maximum or len(source) <= maximum:
+      return source
+    keep = np.sort(np.random.default_rng([seed, salt]).permutation(len(source))[:maximum])
+    return SubsetSource(source, keep)
+  if not (max_train or max_eval):
+    return dataset
+  limited = dataclasses.replace(
+      dataset, train=subset(dataset.train, max_train, 0), val=subset(dataset.val, max_eval, 1),
+      test=subset(dataset.test, max_eval, 2))
+  limited.info = {**dataset.info, 'used_sizes': {
+      'train': len(limited.train), 'val': len(limited.val), 'test': len(limited.test)}}
+  return limited
+
+
+def _load_splits(data_config, seed: int) -> Dataset:
   if data_config.name == 'synthetic':
     images, labels = synthetic_images(data_config.num_examples, data_config.num_classes,
                                       data_config.image_size, seed)

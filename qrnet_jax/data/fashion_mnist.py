@@ -24,7 +24,8 @@ from qrnet_jax.data import images as images_lib
 
 CLASS_NAMES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker',
                'Bag', 'Ankle boot')
-SYSTEM_DIRS = ('/usr/share/datasets/fashion-mnist',)  # Debian: apt-get install dataset-fashion-mnist
+DEBIAN_DIR = '/usr/share/datasets/fashion-mnist'  # apt-get install dataset-fashion-mnist
+SYSTEM_DIRS = (DEBIAN_DIR,)
 URL = 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/'
 # sha256 of the published .gz files (TFDS url_checksums/fashion_mnist.txt). Debian recompresses
 # them (other .gz bytes, same content), so local files are checked by their IDX headers instead.
@@ -94,7 +95,7 @@ def locate(data_dir: str, fetch_dir: str, download: bool = True) -> dict:
     if found:
       return found
   names = [name for name, _ in FILES.values()]
-  advice = (f'Install them (apt-get install dataset-fashion-mnist puts them in {SYSTEM_DIRS[0]}), '
+  advice = (f'Install them (apt-get install dataset-fashion-mnist puts them in {DEBIAN_DIR}), '
             f'or download {names} from {URL} into a folder and set config.data.data_dir to it.')
   if not download:
     raise FileNotFoundError(f'Fashion-MNIST: the files {names} are not in {searched} and '
@@ -138,6 +139,7 @@ class ArrayLoader:
   images: np.ndarray
   size: int
   resize: str
+  parallel_decode = False  # resizing small arrays is faster than starting worker processes
 
   def __len__(self):
     return len(self.images)

@@ -63,8 +63,12 @@ class Tree:
   ignored: list  # non-image files, relative paths
 
 
-def scan_tree(root: str, exclude: Sequence[str] = ()) -> Tree:
-  """Lists the image files of a class-per-folder tree; errors name the offending path."""
+def scan_tree(root: str, exclude: Sequence[str] = (), recursive: bool = True) -> Tree:
+  """Lists the image files of a class-per-folder tree; errors name the offending path.
+
+  recursive: images in sub-folders of a class folder belong to it (else they are ignored, as
+  torchvision's Caltech loaders do: Caltech256's 056.dog/greg/ holds duplicates).
+  """
   if not os.path.isdir(root):
     raise FileNotFoundError(f'image folder {root} does not exist (config.data.data_dir)')
   class_names = sorted(entry.name for entry in os.scandir(root)
@@ -73,11 +77,13 @@ def scan_tree(root: str, exclude: Sequence[str] = ()) -> Tree:
   files, labels, sizes, ignored = [], [], [], []
   for label, name in enumerate(class_names):
     found = []
-    for directory, subdirs, names in os.walk(os.path.join(root, name)):
+    class_dir = os.path.join(root, name)
+    for directory, subdirs, names in os.walk(class_dir):
       subdirs[:] = sorted(d for d in subdirs if not d.startswith('.'))
       for file_name in names:
         rel = os.path.relpath(os.path.join(directory, file_name), root).replace(os.sep, '/')
-        (found if is_image_name(file_name) else ignored).append(rel)
+        usable = is_image_name(file_name) and (recursive or directory == class_dir)
+        (found if usable else ignored).append(rel)
     if not found:
       raise ValueError(f'class folder {os.path.join(root, name)} holds no image files '
                        f'(extensions {IMAGE_EXTENSIONS})')
@@ -106,13 +112,11 @@ class _Check:
 
 def unreadable_files(root: str, files: Sequence[str], num_workers: int = 0) -> dict:
   """{relative path: error} for files Pillow cannot decode completely (checked in parallel)."""
-  import grain  # pylint: disable=import-outside-toplevel
   from qrnet_jax.data import pipeline  # pylint: disable=import-outside-toplevel
-  check = _Check(root, tuple(files))
-  dataset = grain.MapDataset.range(len(files)).map(check)
   workers = num_workers if len(files) >= 256 else 0
   bad = {}
-  for rel, result in zip(files, pipeline._iterate(dataset, workers, prefetch=16)):  # pylint: disable=protected-access
+  results = pipeline.ordered_map(_Check(root, tuple(files)), len(files), workers, prefetch=16)
+  for rel, result in zip(files, results):
     if not result['ok']:
       bad[rel] = str(result['error'])
   return bad
@@ -243,10 +247,3 @@ def find_root(data_config) -> tuple:
     return data_dir, {'root': data_dir}
   return extract_caltech(data_dir, data_config.name,
                          data_config.get('archive_checksum', '') or '')
-
-
-def class_counts(labels, num_classes: int) -> list:
-  counts = [0] * num_classes
-  for label in labels:
-    counts[label] += 1
-  return counts

@@ -30,7 +30,7 @@ def _crop_box(width, height, policy):
 
 
 def resize(image: Image.Image, size: int, policy: str = 'squash') -> np.ndarray:
-  """RGB uint8 (size, size, 3): 'squash' scales the whole image, 'center_crop' its central square."""
+  """RGB uint8 (size, size, 3): 'squash' scales the whole image; 'center_crop' its middle square."""
   if policy not in RESIZE_POLICIES:
     raise ValueError(f'resize policy {policy!r}; allowed: {RESIZE_POLICIES}')
   image = to_rgb(image)

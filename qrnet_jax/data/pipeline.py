@@ -7,15 +7,19 @@ takes its own contiguous slice of every global batch. Evaluation covers every im
 padding the last batch and marking real images in `mask`.
 
 Sources are random access (`len(src)`, `src.batch(indices)`). `ImageSource` decodes images through
-a picklable loader; with a cache ('memory' or 'disk') it decodes the whole dataset once, in grain
-worker processes, on first use (`prepare()`), and every later batch is a slice of the cache. Without
-a cache, grain worker processes decode every batch (`mp_prefetch`). Either way batches are produced
-ahead of the training step by grain's prefetching.
+a picklable loader; with a cache ('memory' or 'disk') it decodes the whole dataset once, on first
+use (`prepare()`), and every later batch is a slice of the cache. Without a cache every batch is
+decoded again. Decoding runs on grain: in threads of this process (num_workers=0, the default:
+Pillow releases the GIL, and on this project's 2-core machines threads decode 1.5-2x faster than
+worker processes, which also take 1.5 s each to start) or in `num_workers` grain worker processes
+(`mp_prefetch`; worth it on many cores). Either way batches are produced ahead of the training step
+by grain's prefetching, in order.
 """
 import dataclasses
 import json
 import logging
 import os
+import threading
 from typing import Iterator, Optional
 
 import grain
@@ -23,7 +27,7 @@ import numpy as np
 
 CACHE_MODES = ('memory', 'disk', 'none')
 _ENDLESS = 2 ** 62  # grain MapDatasets are finite; this many steps never runs out
-_PARALLEL_DECODE_MIN = 128  # fewer images decode faster in-process than worker start-up takes
+_PARALLEL_DECODE_MIN = 512  # fewer images decode faster in-process than worker start-up takes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +57,8 @@ class ImageSource:
       under cache_path, memory-mapped, reused by later runs) or 'none' (decode every batch).
     cache_path: the .npy file for 'disk'; its .json sidecar marks it complete.
     cache_key: written to the sidecar; a cache with another key is rebuilt.
-    num_workers: grain worker processes for decoding (0: decode in this process).
+    num_workers: grain worker processes for decoding; 0 decodes in this process with threads
+      (Pillow releases the GIL), which is faster on few cores: see bench.py.
   """
 
   def __init__(self, loader, labels, image_size: int, cache: str = 'memory',
@@ -70,6 +75,7 @@ class ImageSource:
     self.cache_key = cache_key
     self.num_workers = num_workers
     self._images = None  # the filled cache
+    self._lock = threading.Lock()
 
   def __len__(self):
     return len(self.labels)
@@ -78,7 +84,12 @@ class ImageSource:
     # Worker processes get the loader only, never a copy of the cache.
     state = self.__dict__.copy()
     state['_images'] = None
+    del state['_lock']
     return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
 
   @property
   def decodes_per_batch(self):
@@ -88,21 +99,33 @@ class ImageSource:
     """Fills the cache (one decode pass over every image) unless it is filled or disabled."""
     if self.cache == 'none' or self._images is not None:
       return
+    with self._lock:
+      if self._images is None:
+        self._fill()
+
+  def _fill(self):
     if self.cache == 'disk' and self._disk_cache_complete():
       self._images = np.load(self.cache_path, mmap_mode='r')
       return
     shape = (len(self), self.image_size, self.image_size, 3)
+    if self.cache == 'disk':
+      try:
+        os.remove(self._sidecar)  # stale: the cache is rebuilt
+      except FileNotFoundError:
+        pass
     if self.cache == 'memory':
       images = np.empty(shape, np.uint8)
     else:
       os.makedirs(os.path.dirname(os.path.abspath(self.cache_path)), exist_ok=True)
-      partial = self.cache_path + '.partial'
+      # Per-process name: processes of one host sharing the cache dir each write a whole file
+      # and rename it into place atomically (same content, the last one wins).
+      partial = f'{self.cache_path}.{os.getpid()}.partial'
       images = np.lib.format.open_memmap(partial, mode='w+', dtype=np.uint8, shape=shape)
     decode_into(self.loader, images, self.num_workers)
     if self.cache == 'disk':
       images.flush()
       del images
-      os.replace(self.cache_path + '.partial', self.cache_path)
+      os.replace(partial, self.cache_path)
       with open(self._sidecar, 'w') as f:
         json.dump({'key': self.cache_key, 'shape': list(shape)}, f)
       images = np.load(self.cache_path, mmap_mode='r')
@@ -171,16 +194,21 @@ def _ensure_absl_flags_parsed():
     flags.FLAGS.mark_as_parsed()
 
 
-def _iterate(dataset: grain.MapDataset, num_workers: int, prefetch: int = 2):
-  """Ordered iteration, mapped by `num_workers` processes (0: by threads of this process)."""
+def _iterate(dataset: grain.MapDataset, num_workers: int, prefetch: int = 2,
+             num_threads: int = 0):
+  """Ordered iteration, mapped by `num_workers` processes, or by threads of this process (0).
+
+  Threads decode in parallel too: Pillow releases the GIL while it decodes and resizes.
+  """
+  num_threads = num_threads or min(16, os.cpu_count() or 1)
   if num_workers > 0:
     _ensure_absl_flags_parsed()
     iter_ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=1))
     iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=num_workers, per_worker_buffer_size=prefetch))
   else:
-    iter_ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=2,
-                                                        prefetch_buffer_size=prefetch))
+    iter_ds = dataset.to_iter_dataset(grain.ReadOptions(
+        num_threads=num_threads, prefetch_buffer_size=max(prefetch, num_threads)))
   iterator = iter(iter_ds)
   try:
     yield from iterator
@@ -188,6 +216,30 @@ def _iterate(dataset: grain.MapDataset, num_workers: int, prefetch: int = 2):
     close = getattr(iterator, 'close', None)
     if close is not None:
       close()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Bounded:
+  fn: object
+  n: int
+
+  def __call__(self, k):
+    return self.fn(k) if k < self.n else np.zeros(0, np.uint8)  # never yielded
+
+
+def ordered_map(fn, n: int, num_workers: int = 0, prefetch: int = 2) -> Iterator:
+  """fn(0), ..., fn(n - 1) in order, computed ahead by threads or grain worker processes.
+
+  The grain dataset is endless and closed after n items: worker processes that reach the end of a
+  finite dataset leave shared-memory blocks behind (grain 0.2.18; a resource_tracker warning at
+  exit), closing before the end does not.
+  """
+  items = _iterate(grain.MapDataset.range(_ENDLESS).map(_Bounded(fn, n)), num_workers, prefetch)
+  try:
+    for _ in range(n):
+      yield next(items)
+  finally:
+    items.close()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,14 +255,15 @@ class _DecodeChunk:
 
 
 def decode_into(loader, images: np.ndarray, num_workers: int, chunk: int = 32) -> None:
-  """images[i] = loader.load(i) for every i, decoded by grain worker processes."""
+  """images[i] = loader.load(i) for every i, decoded by threads or grain worker processes."""
   total = len(images)
   if total == 0:
     return
-  workers = num_workers if total >= _PARALLEL_DECODE_MIN else 0
+  # Loaders of in-memory arrays resize faster in-process than worker processes start.
+  parallel = getattr(loader, 'parallel_decode', True) and total >= _PARALLEL_DECODE_MIN
+  workers = num_workers if parallel else 0
   n_chunks = -(-total // chunk)
-  dataset = grain.MapDataset.range(n_chunks).map(_DecodeChunk(loader, chunk, total))
-  for item in _iterate(dataset, workers, prefetch=4):
+  for item in ordered_map(_DecodeChunk(loader, chunk, total), n_chunks, workers, prefetch=2):
     start = int(item['start'])
     images[start:start + len(item['images'])] = item['images']
 
@@ -253,10 +306,11 @@ class _TrainBatch:
 
 
 def _workers_for(source, num_workers):
-  if num_workers is not None:
-    return num_workers
-  # Workers pay off only where batches need decoding; cached batches are slices of an array.
-  return getattr(source, 'num_workers', 0) if getattr(source, 'decodes_per_batch', False) else 0
+  # Workers pay off only where batches need decoding; cached batches are slices of an array
+  # (and a worker process would fill a cache of its own).
+  if not getattr(source, 'decodes_per_batch', False):
+    return 0
+  return getattr(source, 'num_workers', 0) if num_workers is None else num_workers
 
 
 def train_batches(source, global_batch_size: int, seed: int, start_step: int = 0,
@@ -302,5 +356,5 @@ def eval_batches(source, global_batch_size: int, process_index: int = 0, process
   if hasattr(source, 'prepare'):
     source.prepare()
   n_batches = -(-len(source) // global_batch_size)
-  dataset = grain.MapDataset.range(n_batches).map(_EvalBatch(source, global_batch_size, local))
-  yield from _iterate(dataset, _workers_for(source, num_workers))
+  yield from ordered_map(_EvalBatch(source, global_batch_size, local), n_batches,
+                         _workers_for(source, num_workers))

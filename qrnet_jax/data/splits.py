@@ -42,7 +42,7 @@ def split_indices(labels, seed, test_fraction=0.2, val_fraction=0.2):
 
 
 def fingerprint(keys: Sequence, sizes: Sequence, class_names: Sequence[str]) -> str:
-  """sha256 over (key, size) pairs and the class names: changes with any added/removed/resized file."""
+  """sha256 of (key, size) pairs and class names: changes when any file is added/removed/resized."""
   digest = hashlib.sha256()
   for name in class_names:
     digest.update(f'class\t{name}\n'.encode())

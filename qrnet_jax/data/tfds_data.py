@@ -26,9 +26,9 @@ def open_builder(name: str, data_dir: str):
   try:
     builder = tfds.builder(name, data_dir=data_dir or None)
   except Exception as e:  # tfds raises several kinds: not registered, not found, bad version
-    raise FileNotFoundError(f'TFDS dataset {name!r} not found in {data_dir or "the TFDS default '
-                            'data dir"} (config.data.tfds_name, config.data.data_dir): '
-                            f'{type(e).__name__}: {e}') from e
+    where = data_dir or 'the TFDS default data dir'
+    raise FileNotFoundError(f'TFDS dataset {name!r} not found in {where} (config.data.tfds_name, '
+                            f'config.data.data_dir): {type(e).__name__}: {e}') from e
   if not builder.is_prepared():
     raise FileNotFoundError(f'TFDS dataset {name!r} is not prepared in {builder.data_dir}; prepare '
                             'it (array_record format) where TensorFlow and the network are '
@@ -38,7 +38,7 @@ def open_builder(name: str, data_dir: str):
 
 @dataclasses.dataclass
 class TfdsLoader:
-  """Picklable: pooled example i -> RGB uint8 (size, size, 3); opens the source lazily per process."""
+  """Picklable: pooled example i -> RGB uint8 (size, size, 3); opens its source once per process."""
   name: str
   data_dir: str
   splits: tuple
@@ -78,7 +78,8 @@ def describe(name: str, data_dir: str, image_key: str, label_key: str, size: int
       raise ValueError(f'TFDS dataset {name!r} has no feature {key!r} (features: '
                        f'{list(features)}; config.data.tfds_image_key / tfds_label_key)')
   image_feature = features[image_key]
-  if getattr(image_feature, 'dtype', None) != np.uint8 or type(image_feature).__name__ != 'Tensor':
+  is_tensor = type(image_feature).__name__ == 'Tensor'
+  if not is_tensor or getattr(image_feature, 'np_dtype', None) != np.uint8:
     raise ValueError(f'TFDS dataset {name!r}: feature {image_key!r} is {image_feature!r}; only '
                      'uint8 Tensor images are readable without TensorFlow')
   splits = tuple(sorted(builder.info.splits))
