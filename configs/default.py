@@ -72,7 +72,8 @@ def get_config():
   return config
 
 
-def classifier_config(arch, weight=0.01, trainable='none', checkpoint='', train_epochs=8):
+def classifier_config(arch, weight=0.01, trainable='none', checkpoint='', train_epochs=8,
+                      imagenet=False):
   """A classifier of Eq. (5).
 
   Args:
@@ -81,7 +82,10 @@ def classifier_config(arch, weight=0.01, trainable='none', checkpoint='', train_
     trainable: which named part trains with QRNet ('none' = frozen; 'fc' = end-to-end mode).
     checkpoint: Orbax checkpoint of its variables; empty = train it on clean images first.
     train_epochs: epochs of that clean training when there is no checkpoint.
+    imagenet: start that training from the official Keras ImageNet weights: the file at
+      `keras_h5`, or else fetched into ~/.cache/qrnet_jax/weights (vgg16, inception_v3, resnet50).
   """
   return ml_collections.ConfigDict(dict(
       arch=arch, weight=weight, trainable=trainable, checkpoint=checkpoint,
-      train_epochs=train_epochs, learning_rate=1e-3))
+      train_epochs=train_epochs, learning_rate=1e-3, imagenet=imagenet, keras_h5='',
+      clean_trainable='all'))

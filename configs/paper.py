@@ -51,8 +51,7 @@ def get_config(arg=None):
   config.train.log_every_steps = 50
   config.model.dtype = 'float32'
 
-  vgg16 = default.classifier_config('vgg16', train_epochs=20)
-  vgg16.keras_h5 = ''
+  vgg16 = default.classifier_config('vgg16', train_epochs=20, imagenet=True)
   vgg16.clean_trainable = 'fc'  # the paper fine-tunes VGG16's three FC layers
   method = options['method']
   config.classifiers = ml_collections.ConfigDict()
@@ -67,12 +66,10 @@ def get_config(arg=None):
   if method == 'end_to_end':
     config.classifiers.vgg16.trainable = 'fc'
   if method == 'mqrnet':
-    inception = default.classifier_config('inception_v3', train_epochs=20)
-    inception.keras_h5 = ''
+    inception = default.classifier_config('inception_v3', train_epochs=20, imagenet=True)
     inception.clean_trainable = 'head'
     config.classifiers.inception_v3 = inception
-    resnet = default.classifier_config('resnet50', train_epochs=20)
-    resnet.keras_h5 = ''
+    resnet = default.classifier_config('resnet50', train_epochs=20, imagenet=True)
     resnet.clean_trainable = 'head'
     config.eval_classifiers.resnet50 = resnet  # the unseen classifier of Figure 6
   return config

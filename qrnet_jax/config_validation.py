@@ -113,6 +113,11 @@ def _validate_classifiers(config):
       path = c.get(path_field, '')
       _require(not path or os.path.exists(path), f'{field}.{path_field}',
                f'no such file or directory: {path}')
+    if c.get('imagenet', False) or c.get('keras_h5', ''):
+      from qrnet_jax import weights  # pylint: disable=g-import-not-at-top
+      _require(c.arch in weights.KERAS_WEIGHTS, f'{field}.imagenet',
+               f'no official ImageNet weights for {c.arch!r}; those exist for '
+               f'{", ".join(sorted(weights.KERAS_WEIGHTS))}')
     _require(_is_int(c.get('train_epochs', 0)) and c.get('train_epochs', 0) >= 0,
              f'{field}.train_epochs', f'must be an integer >= 0, got {c.get("train_epochs")!r}')
     _require(c.get('checkpoint') or c.get('train_epochs', 0) > 0, f'{field}.checkpoint',

@@ -30,10 +30,32 @@ def distortion_spec(config) -> steps.DistortionSpec:
   return steps.DistortionSpec(types=types, levels=tuple((t, levels[t]) for t in types))
 
 
-def _initial_classifier_variables(c, module, num_classes, seed):
-  if c.get('keras_h5'):
+WEIGHTS_CACHE = os.path.join(os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache')),
+                             'qrnet_jax', 'weights')
+
+
+def imagenet_weight_files(config) -> dict:
+  """{classifier name: official Keras .h5 path} for classifiers that start from ImageNet weights.
+
+  `keras_h5` is used when set; otherwise the official file is taken from WEIGHTS_CACHE or
+  downloaded there (md5 checked). Offline this fails at once, saying which file to fetch from
+  where and which config field takes its path. Runs before any data loading.
+  """
+  from qrnet_jax import weights  # pylint: disable=g-import-not-at-top
+  files = {}
+  for group in ('classifiers', 'eval_classifiers'):
+    for name, c in sorted(config.get(group, {}).items()):
+      if c.get('checkpoint') or not (c.get('keras_h5') or c.get('imagenet', False)):
+        continue
+      files[name] = c.get('keras_h5') or weights.fetch_weights(
+          c.arch, WEIGHTS_CACHE, field=f'config.{group}.{name}.keras_h5')
+  return files
+
+
+def _initial_classifier_variables(c, keras_h5, module, num_classes, seed):
+  if keras_h5:
     from qrnet_jax import weights  # pylint: disable=g-import-not-at-top
-    return weights.load_keras_h5(c.keras_h5, c.arch, num_classes=num_classes, rng=seed)
+    return weights.load_keras_h5(keras_h5, c.arch, num_classes=num_classes, rng=seed)
   side = classifier_lib.input_size(c.arch) or 32
   return jax.device_get(init_variables(module, seed, side))
 
@@ -61,7 +83,7 @@ def load_classifier_checkpoint(path, arch, module, num_classes):
   return variables
 
 
-def prepare_classifiers(config, classifier_configs, dataset, workdir, mesh):
+def prepare_classifiers(config, classifier_configs, dataset, workdir, mesh, weight_files=None):
   """Classifiers by name: (static specs, frozen variables, trainable params).
 
   Each is loaded from `checkpoint`, or else initialised (from `keras_h5` when given) and trained on
@@ -75,7 +97,8 @@ def prepare_classifiers(config, classifier_configs, dataset, workdir, mesh):
     if c.checkpoint:
       variables = load_classifier_checkpoint(c.checkpoint, c.arch, module, dataset.num_classes)
     else:
-      initial = _initial_classifier_variables(c, module, dataset.num_classes, seed)
+      initial = _initial_classifier_variables(c, (weight_files or {}).get(name), module,
+                                              dataset.num_classes, seed)
       train_names = classifier_lib.trainable_parts(c.arch, c.get('clean_trainable', 'all'))
       variables = classifier_training.trained_classifier_variables(
           os.path.join(workdir, 'classifiers', name),
@@ -130,12 +153,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
   os.makedirs(workdir, exist_ok=True)
   _save_config(config, workdir)
   batch_size = config.train.batch_size
+  weight_files = imagenet_weight_files(config)
   dataset = data.load_dataset(config.data, config.seed)
   classifiers, frozen, classifier_trainable = prepare_classifiers(
-      config, config.classifiers, dataset, workdir, mesh)
+      config, config.classifiers, dataset, workdir, mesh, weight_files)
   # Classifiers used only to evaluate (e.g. MQRNet's unseen ResNet, Figure 6): always frozen.
   eval_only, eval_frozen, _ = prepare_classifiers(
-      config, config.get('eval_classifiers', {}), dataset, workdir, mesh)
+      config, config.get('eval_classifiers', {}), dataset, workdir, mesh, weight_files)
   frozen = parallel.replicate({**frozen, **eval_frozen}, mesh)
 
   qrnet = QRNet(small=config.model.small, dropout_rate=config.model.dropout_rate,

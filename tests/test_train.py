@@ -1,8 +1,10 @@
 """The train step and loop: loss goes down, frozen classifiers stay frozen, 1 vs 4 devices agree,
 a killed run resumes to the same parameters, bad values stop the run with a clear message."""
+import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -219,3 +221,24 @@ def test_classifier_checkpoint_is_checked_against_the_config(tmp_path):
     train.load_classifier_checkpoint(str(tmp_path), 'small_resnet', module, 4)
   with pytest.raises(ValueError, match='small_vgg with 10'):
     train.load_classifier_checkpoint(str(tmp_path), 'small_vgg', SmallVGG(num_classes=10), 10)
+
+
+def test_missing_imagenet_weights_fail_at_once_naming_the_field(tmp_path, monkeypatch):
+  from configs import paper
+  from qrnet_jax.weights import fetch
+  # A closed port on this machine stands for the unreachable download server.
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  for arch, info in list(fetch.KERAS_WEIGHTS.items()):
+    monkeypatch.setitem(fetch.KERAS_WEIGHTS, arch, dataclasses.replace(
+        info, url=f'http://127.0.0.1:{port}/{info.filename}'))
+  monkeypatch.setattr(train, 'WEIGHTS_CACHE', str(tmp_path))
+  monkeypatch.setattr(train.data, 'load_dataset', lambda *a: pytest.fail('loaded data first'))
+  config = paper.get_config('method=mqrnet')
+  config.data.name, config.data.image_size = 'synthetic', SIZE
+  start = time.time()
+  with pytest.raises(fetch.WeightsUnavailableError,
+                     match=r'set config.classifiers.inception_v3.keras_h5 to its path'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'), jax.devices()[:1])
+  assert time.time() - start < 30

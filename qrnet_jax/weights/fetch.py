@@ -63,15 +63,17 @@ def _weights_info(arch: str) -> KerasWeights:
   return KERAS_WEIGHTS[arch]
 
 
-def how_to_provide(arch: str) -> str:
-  """The instruction printed when a file cannot be obtained."""
+def how_to_provide(arch: str, field: Optional[str] = None) -> str:
+  """The instruction printed when a file cannot be obtained; `field` takes its path."""
   info = _weights_info(arch)
+  field = field or f'config.classifiers.{arch}.keras_h5'
   return (f'Download {info.filename} from {info.url} (md5 {info.md5}) on a machine with '
-          f'network, copy it here, and set config.classifiers.{arch}.keras_h5 to its path.')
+          f'network, copy it here, and set {field} to its path.')
 
 
 def fetch_weights(arch: str, cache_dir: str, path: Optional[str] = None,
-                  timeout: float = 10.0, verify: bool = True, url: Optional[str] = None) -> str:
+                  timeout: float = 10.0, verify: bool = True, url: Optional[str] = None,
+                  field: Optional[str] = None) -> str:
   """Path of the official Keras weight file for `arch`.
 
   Order: `path` if given (a hash mismatch only warns, so a user's own file still loads,
@@ -95,17 +97,18 @@ def fetch_weights(arch: str, cache_dir: str, path: Optional[str] = None,
   if path:
     if not os.path.isfile(path):
       raise FileNotFoundError(f'{path} (config.classifiers.{arch}.keras_h5) does not exist. '
-                              + how_to_provide(arch))
+                              + how_to_provide(arch, field))
     if verify and md5_of(path) != info.md5:
       warnings.warn(f'{path}: md5 differs from the official {info.filename} ({info.md5}).')
     return path
   cached = os.path.join(cache_dir, info.filename)
   if os.path.isfile(cached):
     return cached
-  return _download(url or info.url, cached, info.md5 if verify else None, timeout, arch)
+  return _download(url or info.url, cached, info.md5 if verify else None, timeout, arch, field)
 
 
-def _download(url: str, target: str, md5: Optional[str], timeout: float, arch: str) -> str:
+def _download(url: str, target: str, md5: Optional[str], timeout: float, arch: str,
+              field: Optional[str] = None) -> str:
   """One download to a temporary file beside `target`, checked, then renamed into place."""
   os.makedirs(os.path.dirname(target) or '.', exist_ok=True)
   fd, partial = tempfile.mkstemp(dir=os.path.dirname(target) or '.', suffix='.part')
@@ -117,7 +120,7 @@ def _download(url: str, target: str, md5: Optional[str], timeout: float, arch: s
             out.write(chunk)
       except (urllib.error.URLError, OSError) as error:  # URLError, HTTPError, timeouts.
         raise WeightsUnavailableError(
-            f'Could not download {url}: {error}. ' + how_to_provide(arch)) from error
+            f'Could not download {url}: {error}. ' + how_to_provide(arch, field)) from error
     if md5 is not None:
       got = md5_of(partial)
       if got != md5:
