@@ -3,12 +3,13 @@
 # command; jax.distributed.initialize() (--distributed) finds the other hosts by itself.
 #
 #   launch/tpu_pod.sh TPU_NAME ZONE WORKDIR CONFIG [overrides...]
-#   launch/tpu_pod.sh my-v4-32 us-central2-b gs://bucket/runs/q101 \
+#   launch/tpu_pod.sh my-v4-32 us-central2-b /mnt/gcs/runs/q101 \
 #       configs/paper.py:dataset=caltech101,method=qrnet --config.data.data_dir=/mnt/data/caltech101
 #
 # The repo must be checked out at ~/qrnet_jax on every host, with `pip install -r requirements.txt`
 # and `pip install "jax[tpu]==0.10.2"` done there (setup below with SETUP=1). The workdir must be
-# shared by all hosts (a GCS bucket or a shared filesystem): Orbax writes one checkpoint from all.
+# one folder shared by all hosts (a GCS bucket mounted with gcsfuse at the same path on every host,
+# or NFS/Filestore): Orbax writes one checkpoint from all of them. gs:// URLs are refused.
 set -euo pipefail
 TPU_NAME=$1 ZONE=$2 WORKDIR=$3 CONFIG=$4
 shift 4

@@ -18,6 +18,7 @@ from jax.experimental import multihost_utils
 from typing import Any
 
 from qrnet_jax import data, losses, parallel
+from qrnet_jax.models.classifiers import resize_to_input
 from qrnet_jax.steps import split_params
 from qrnet_jax.weights import convert
 
@@ -38,8 +39,14 @@ def _merged_variables(state: ClassifierState):
   return variables
 
 
-def classifier_train_step(state: ClassifierState, batch, *, module, tx, update_batch_stats):
-  images = batch['image'].astype(jnp.float32) / 255.
+def _classifier_images(batch, input_size):
+  """uint8 batch images as [0, 1] floats at the classifier's input size (as in the QRNet step)."""
+  return resize_to_input(batch['image'].astype(jnp.float32) / 255., input_size)
+
+
+def classifier_train_step(state: ClassifierState, batch, *, module, tx, update_batch_stats,
+                          input_size=None):
+  images = _classifier_images(batch, input_size)
 
   def loss_fn(trainable):
     variables = _merged_variables(state.replace(trainable=trainable))
@@ -58,22 +65,23 @@ def classifier_train_step(state: ClassifierState, batch, *, module, tx, update_b
   return state, {'loss': loss, 'accuracy': acc}
 
 
-@functools.partial(jax.jit, static_argnames='module')
-def _correct_sum(variables, batch, module):
-  logits = module.apply(variables, batch['image'].astype(jnp.float32) / 255., train=False)
+@functools.partial(jax.jit, static_argnames=('module', 'input_size'))
+def _correct_sum(variables, batch, module, input_size):
+  logits = module.apply(variables, _classifier_images(batch, input_size), train=False)
   return (losses.correct(logits, batch['label']) * batch['mask']).sum()
 
 
-def classifier_accuracy(module, variables, source, mesh, batch_size):
+def classifier_accuracy(module, variables, source, mesh, batch_size, input_size=None):
   """Top-1 accuracy on every image of `source` (clean)."""
   total = 0.
   for batch in data.eval_batches(source, batch_size, jax.process_index(), jax.process_count()):
-    total += float(_correct_sum(variables, parallel.global_batch(batch, mesh), module=module))
+    total += float(_correct_sum(variables, parallel.global_batch(batch, mesh), module=module,
+                                input_size=input_size))
   return total / len(source)
 
 
 def train_classifier(module, variables, trainable_names, dataset, *, epochs, batch_size,
-                     learning_rate, seed, mesh, name='classifier'):
+                     learning_rate, seed, mesh, name='classifier', input_size=None):
   """Trains `trainable_names` of `module` on clean training images; returns the new variables.
 
   BatchNorm statistics are updated only when every parameter trains (partition 'all');
@@ -87,7 +95,8 @@ def train_classifier(module, variables, trainable_names, dataset, *, epochs, bat
   state = parallel.replicate(state, mesh)
   step_fn = jax.jit(
       lambda s, b: classifier_train_step(s, b, module=module, tx=tx,
-                                         update_batch_stats=update_batch_stats),
+                                         update_batch_stats=update_batch_stats,
+                                         input_size=input_size),
       in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
       out_shardings=parallel.replicated(mesh), donate_argnums=0)
   per_epoch = data.steps_per_epoch(len(dataset.train), batch_size)
@@ -99,7 +108,7 @@ def train_classifier(module, variables, trainable_names, dataset, *, epochs, bat
       state, metrics = step_fn(state, parallel.global_batch(next(batches), mesh))
     metrics = jax.device_get(metrics)
     val_accuracy = classifier_accuracy(module, _merged_variables(state), dataset.val, mesh,
-                                       batch_size)
+                                       batch_size, input_size)
     logging.info('classifier %s epoch %d/%d: loss %.4f, train accuracy %.3f, val accuracy %.3f '
                  '(%.1f images/s)', name, epoch + 1, epochs, metrics['loss'], metrics['accuracy'],
                  val_accuracy, per_epoch * batch_size / (time.perf_counter() - start))

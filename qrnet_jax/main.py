@@ -27,6 +27,9 @@ def main(argv):
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
   config = _CONFIG.value
+  if '://' in _WORKDIR.value:
+    raise app.UsageError(f'--workdir={_WORKDIR.value}: give a local or mounted shared path (e.g. a '
+                         'GCS bucket mounted with gcsfuse, NFS); URLs are not supported')
   # Fail on a bad field before any data loading or compilation.
   config_validation.validate(config, num_devices=jax.device_count(),
                              num_processes=jax.process_count())

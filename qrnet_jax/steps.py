@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from qrnet_jax import distortions, losses, parallel
+from qrnet_jax.models import classifiers as classifiers_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,10 +81,7 @@ def classifier_logits(classifier: Classifier, frozen_variables, trainable_params
   frozen_variables = jax.lax.stop_gradient(frozen_variables)
   variables = dict(frozen_variables)
   variables['params'] = {**frozen_variables['params'], **trainable_params}
-  if classifier.input_size and images.shape[1:3] != (classifier.input_size,) * 2:
-    images = jax.image.resize(
-        images, (images.shape[0], classifier.input_size, classifier.input_size, images.shape[3]),
-        'bilinear')
+  images = classifiers_lib.resize_to_input(images, classifier.input_size)
   return classifier.module.apply(variables, images, train=False)
 
 

@@ -2,6 +2,7 @@
 Algorithm 1 with validation every epoch, early stopping, checkpoints, metrics and a summary.
 """
 import functools
+import json
 import logging
 import math
 import os
@@ -34,7 +35,7 @@ WEIGHTS_CACHE = os.path.join(os.environ.get('XDG_CACHE_HOME', os.path.expanduser
                              'qrnet_jax', 'weights')
 
 
-def imagenet_weight_files(config) -> dict:
+def imagenet_weight_files(config, workdir) -> dict:
   """{classifier name: official Keras .h5 path} for classifiers that start from ImageNet weights.
 
   `keras_h5` is used when set; otherwise the official file is taken from WEIGHTS_CACHE or
@@ -47,9 +48,16 @@ def imagenet_weight_files(config) -> dict:
     for name, c in sorted(config.get(group, {}).items()):
       if c.get('checkpoint') or not (c.get('keras_h5') or c.get('imagenet', False)):
         continue
+      if os.path.isfile(os.path.join(trained_classifier_dir(workdir, name), 'classifier.json')):
+        continue  # trained by an earlier attempt of this run: resuming needs no download
       files[name] = c.get('keras_h5') or weights.fetch_weights(
           c.arch, WEIGHTS_CACHE, field=f'config.{group}.{name}.keras_h5')
   return files
+
+
+def trained_classifier_dir(workdir, name):
+  """Where a run keeps the classifier NAME it trained on clean images."""
+  return os.path.join(workdir, 'classifiers', name)
 
 
 def _initial_classifier_variables(c, keras_h5, module, num_classes, seed):
@@ -67,12 +75,12 @@ def init_variables(module, seed: int, image_size: int):
   return jax.jit(functools.partial(module.init, train=False))(jax.random.PRNGKey(seed), images)
 
 
-def load_classifier_checkpoint(path, arch, module, num_classes):
+def load_classifier_checkpoint(path, arch, module, num_classes, field='checkpoint'):
   """Variables from a converted or trained classifier directory, checked against `module`."""
   from qrnet_jax.weights import convert, keras_h5  # pylint: disable=g-import-not-at-top
   info = convert.converted_info(path)
   if (info.get('arch'), info.get('num_classes')) != (arch, num_classes):
-    raise ValueError(f'classifier checkpoint {path} holds {info.get("arch")} with '
+    raise ValueError(f'{field}: classifier checkpoint {path} holds {info.get("arch")} with '
                      f'{info.get("num_classes")} classes; the config asks for {arch} with '
                      f'{num_classes} (the dataset\'s class count)')
   variables = convert.load_converted(path)
@@ -83,7 +91,8 @@ def load_classifier_checkpoint(path, arch, module, num_classes):
   return variables
 
 
-def prepare_classifiers(config, classifier_configs, dataset, workdir, mesh, weight_files=None):
+def prepare_classifiers(config, classifier_configs, dataset, workdir, mesh, weight_files=None,
+                        field_prefix='config.classifiers'):
   """Classifiers by name: (static specs, frozen variables, trainable params).
 
   Each is loaded from `checkpoint`, or else initialised (from `keras_h5` when given) and trained on
@@ -95,17 +104,18 @@ def prepare_classifiers(config, classifier_configs, dataset, workdir, mesh, weig
     module = classifier_lib.build_classifier(c.arch, dataset.num_classes,
                                              dtype=jnp.dtype(config.model.dtype))
     if c.checkpoint:
-      variables = load_classifier_checkpoint(c.checkpoint, c.arch, module, dataset.num_classes)
+      variables = load_classifier_checkpoint(c.checkpoint, c.arch, module, dataset.num_classes,
+                                             field=f'{field_prefix}.{name}.checkpoint')
     else:
       initial = _initial_classifier_variables(c, (weight_files or {}).get(name), module,
                                               dataset.num_classes, seed)
       train_names = classifier_lib.trainable_parts(c.arch, c.get('clean_trainable', 'all'))
       variables = classifier_training.trained_classifier_variables(
-          os.path.join(workdir, 'classifiers', name),
+          trained_classifier_dir(workdir, name),
           lambda: classifier_training.train_classifier(
               module, initial, train_names, dataset, epochs=c.train_epochs,
               batch_size=config.train.batch_size, learning_rate=c.learning_rate,
-              seed=seed, mesh=mesh, name=name),
+              seed=seed, mesh=mesh, name=name, input_size=classifier_lib.input_size(c.arch)),
           info={'arch': c.arch, 'num_classes': dataset.num_classes,
                 'source': f'trained on clean {config.data.name} images in {workdir}'})
     names = classifier_lib.trainable_parts(c.arch, c.get('trainable', 'none'))
@@ -140,6 +150,36 @@ def _new_record():
           'epochs_without_improvement': 0, 'stopped_early': False, 'history': []}
 
 
+# Fields a resumed run may change: they do not alter the training trajectory.
+RESUMABLE_CHANGES = ('train.max_epochs', 'train.early_stopping_patience', 'train.log_every_steps',
+                     'train.checkpoint_every_steps', 'train.checkpoints_to_keep',
+                     'train.evaluate_test', 'data.data_dir', 'data.num_workers', 'data.cache',
+                     'data.cache_dir', 'data.download')
+
+
+def _flat(tree, prefix=''):
+  if isinstance(tree, dict):
+    return {k: v for key, sub in tree.items() for k, v in _flat(sub, f'{prefix}{key}.').items()}
+  return {prefix[:-1]: tree}
+
+
+def check_config_unchanged(config, workdir):
+  """Stops a rerun in `workdir` whose config would change the run it resumes."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.isfile(path):
+    return
+  with open(path) as f:
+    saved = _flat(json.load(f))
+  now = _flat(json.loads(config.to_json_best_effort()))
+  changed = sorted(k for k in set(saved) | set(now)
+                   if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+  if changed:
+    details = '; '.join(f'config.{k}: {saved.get(k)!r} -> {now.get(k)!r}' for k in changed)
+    raise config_validation.ConfigError(
+        f'{workdir} holds a run made with another config ({details}); resuming would mix the two. '
+        f'Use a new --workdir, or set those fields back.')
+
+
 def _save_config(config, workdir):
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
@@ -150,16 +190,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
   """Runs (or resumes) the whole experiment in `workdir`; returns the summary it writes there."""
   mesh = parallel.make_mesh(devices)
   config_validation.validate(config, num_devices=mesh.devices.size)
+  check_config_unchanged(config, workdir)
   os.makedirs(workdir, exist_ok=True)
   _save_config(config, workdir)
   batch_size = config.train.batch_size
-  weight_files = imagenet_weight_files(config)
+  weight_files = imagenet_weight_files(config, workdir)
   dataset = data.load_dataset(config.data, config.seed)
   classifiers, frozen, classifier_trainable = prepare_classifiers(
       config, config.classifiers, dataset, workdir, mesh, weight_files)
   # Classifiers used only to evaluate (e.g. MQRNet's unseen ResNet, Figure 6): always frozen.
   eval_only, eval_frozen, _ = prepare_classifiers(
-      config, config.get('eval_classifiers', {}), dataset, workdir, mesh, weight_files)
+      config, config.get('eval_classifiers', {}), dataset, workdir, mesh, weight_files,
+      field_prefix='config.eval_classifiers')
   frozen = parallel.replicate({**frozen, **eval_frozen}, mesh)
 
   qrnet = QRNet(small=config.model.small, dropout_rate=config.model.dropout_rate,
@@ -237,6 +279,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
           classifiers=classifiers + eval_only, mesh=mesh, batch_size=batch_size)
       logging.info('test results (best checkpoint, epoch %s):\n%s', record['best_epoch'],
                    evaluate.format_table(results, classifiers + eval_only))
+      if jax.process_index() == 0 and classifiers + eval_only:
+        evaluate.plot_results(results, classifiers + eval_only,
+                              os.path.join(workdir, 'accuracy_by_level.png'))
   finally:
     checkpoints.close()
     writer.close()
@@ -266,11 +311,12 @@ def _run_epoch(state, step_fn, batches, frozen, mesh, step_indices, partial, ima
   start, start_index = window_start, step_indices.start
   bar = tqdm.tqdm(total=num_steps, initial=start_index, desc=desc, leave=False,
                   disable=jax.process_index() != 0)
+  step = int(state.step)  # counted on the host: reading state.step would sync every step
   for i in step_indices:
     state, metrics = step_fn(state, parallel.global_batch(next(batches), mesh), frozen)
     totals = metrics if totals is None else jax.tree.map(jnp.add, totals, metrics)
     window_steps += 1
-    step = int(state.step)
+    step += 1
     if (i + 1) % train_config.log_every_steps == 0 or i + 1 == num_steps:
       scalars = jax.device_get(metrics)
       metrics_lib.check_finite(scalars, f'step {step}')

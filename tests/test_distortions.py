@@ -84,3 +84,17 @@ def test_random_distortion_draws_types_and_levels():
   assert int(type_index) == 0
   # A blur of a constant image is the same constant; noise would not be.
   np.testing.assert_allclose(out, images, atol=1e-6)
+
+
+def test_random_distortion_applies_the_level_it_reports():
+  images = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
+  types = ('noise', 'blur')
+  for seed in range(12):
+    key = jax.random.key(seed)
+    out, type_index, level_index = distortions.random_distortion(
+        images, key, types, distortions.PAPER_LEVELS)
+    name = types[int(type_index)]
+    sigma = distortions.PAPER_LEVELS[name][int(level_index)]
+    noise_key = jax.random.split(key, 3)[2]  # the sampler's third key draws the noise
+    expected = distortions.distort(images, noise_key, name, sigma)
+    np.testing.assert_allclose(out, expected, atol=1e-6)

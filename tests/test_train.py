@@ -18,7 +18,7 @@ import pytest
 from configs import default
 from qrnet_jax import checkpointing, data, distortions, metrics, parallel, steps, train
 from qrnet_jax.models import QRNet
-from qrnet_jax.models.small import SmallVGG
+from qrnet_jax.models.small import SmallResNet, SmallVGG
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 16
@@ -37,11 +37,22 @@ def _data_config(num_examples, num_classes):
   return config
 
 
+def random_classifier(seed, module=None):
+  """SmallResNet with random weights and random BatchNorm statistics (so the BN mode matters)."""
+  module = module or SmallResNet(num_classes=4)
+  variables = jax.device_get(train.init_variables(module, seed, SIZE))
+  rng = np.random.default_rng(seed)
+  variables['batch_stats'] = jax.tree_util.tree_map_with_path(
+      lambda path, x: (rng.uniform(0.5, 2., x.shape) if 'var' in jax.tree_util.keystr(path)
+                       else rng.normal(0., 0.2, x.shape)).astype(np.float32),
+      variables['batch_stats'])
+  return module, variables
+
+
 def setup_step(mesh, trainable=(), small=True, seed=0):
-  """A QRNet train state against a randomly initialised, frozen SmallVGG."""
+  """A QRNet train state against a randomly initialised, frozen classifier with BatchNorm."""
   qrnet = QRNet(small=small)
-  classifier_module = SmallVGG(num_classes=4)
-  variables = train.init_variables(classifier_module, seed + 1, SIZE)
+  classifier_module, variables = random_classifier(seed + 1)
   trainable_params, frozen_params = steps.split_params(variables['params'], trainable)
   frozen = {'clf': {**variables, 'params': frozen_params}}
   classifier = steps.Classifier('clf', classifier_module, weight=0.01, trainable=trainable)
@@ -68,10 +79,43 @@ def test_training_lowers_loss_and_frozen_classifier_is_untouched():
   mesh = parallel.make_mesh(jax.devices()[:1])
   state, frozen, frozen_before, losses = run_steps(mesh, 200, tiny_dataset())
   assert losses[-20:].mean() < 0.7 * losses[:20].mean(), (losses[:20].mean(), losses[-20:].mean())
-  # The classifier was an argument under stop_gradient: bit-identical, and absent from the state.
+  # The classifier was an argument under stop_gradient: bit-identical (its BatchNorm statistics
+  # too), absent from the state, and the optimizer holds moments for QRNet's parameters only.
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(frozen), frozen_before)
   assert jax.tree.leaves(state.params['classifiers']) == []
+  qrnet_arrays = len(jax.tree.leaves(state.params['qrnet']))
+  moments = [x for x in jax.tree.leaves(state.opt_state) if x.ndim > 0]
+  assert len(moments) == 2 * qrnet_arrays  # Adam's mu and nu
   assert int(state.step) == 200
+
+
+def test_loss_uses_frozen_classifier_in_inference_mode_and_no_gradient_reaches_it():
+  module, variables = random_classifier(5)
+  qrnet = QRNet(small=True)
+  params = {'qrnet': train.init_variables(qrnet, 0, SIZE)['params'], 'classifiers': {}}
+  classifier = steps.Classifier('clf', module, weight=0.01)
+  images = jax.random.uniform(jax.random.PRNGKey(1), (6, SIZE, SIZE, 3))
+  labels = jnp.arange(6) % 4
+
+  def loss(params, frozen, images):
+    terms, _ = steps.per_image_losses(params, frozen, images, images, labels, qrnet=qrnet,
+                                      classifiers=(classifier,), train=False)
+    return terms['loss'].mean(), terms
+
+  (_, terms), (grad_params, grad_frozen, grad_images) = jax.value_and_grad(
+      loss, argnums=(0, 1, 2), has_aux=True)(params, {'clf': variables}, images)
+  # Independent of steps.py: the classifier on QRNet's output with running statistics.
+  restored = qrnet.apply({'params': params['qrnet']}, images)
+  expected = optax.softmax_cross_entropy_with_integer_labels(
+      module.apply(variables, restored, train=False), labels)
+  batch_mode, _ = module.apply(variables, restored, train=True, mutable=['batch_stats'])
+  np.testing.assert_allclose(terms['clf/ce'], expected, rtol=1e-5)
+  assert not np.allclose(
+      terms['clf/ce'], optax.softmax_cross_entropy_with_integer_labels(batch_mode, labels),
+      rtol=1e-3)
+  assert all(not np.any(g) for g in jax.tree.leaves(grad_frozen))
+  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grad_params))
+  assert np.any(grad_images) and np.all(np.isfinite(grad_images))
 
 
 def test_end_to_end_hook_trains_only_the_named_part():
@@ -81,6 +125,9 @@ def test_end_to_end_hook_trains_only_the_named_part():
   state, frozen, _, _ = run_steps(mesh, 5, tiny_dataset(), trainable=('predictions',))
   head_after = jax.device_get(state.params['classifiers']['clf'])
   assert set(head_after) == {'predictions'}
+  # Adam moments for QRNet and the head only; nothing else of the classifier is in the state.
+  trained_arrays = len(jax.tree.leaves(state.params))
+  assert len([x for x in jax.tree.leaves(state.opt_state) if x.ndim > 0]) == 2 * trained_arrays
   assert not np.allclose(head_after['predictions']['kernel'], head_before['predictions']['kernel'])
   assert 'predictions' not in frozen_before['clf']['params']
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(frozen), frozen_before)
@@ -242,3 +289,57 @@ def test_missing_imagenet_weights_fail_at_once_naming_the_field(tmp_path, monkey
                      match=r'set config.classifiers.inception_v3.keras_h5 to its path'):
     train.train_and_evaluate(config, str(tmp_path / 'run'), jax.devices()[:1])
   assert time.time() - start < 30
+
+
+def test_mqrnet_run_evaluates_every_level_with_an_unseen_classifier(tmp_path):
+  from configs import small_mqrnet
+  config = small_mqrnet.get_config()
+  for field, value in {**TINY_FLAGS, 'train.max_epochs': 1, 'train.evaluate_test': True,
+                       'classifiers.small_inception.train_epochs': 1,
+                       'eval_classifiers.small_resnet.train_epochs': 1}.items():
+    node = config
+    *parents, leaf = field.split('.')
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  summary = train.train_and_evaluate(config, str(tmp_path), jax.devices()[:2])
+  test = summary['test']
+  assert set(test) == {'clean'} | {f'noise/{s:g}' for s in (20, 40, 60, 80, 100)} | {
+      f'blur/{s:g}' for s in (2, 4, 6, 8, 10)}
+  for level in test.values():
+    for name in ('small_vgg', 'small_inception', 'small_resnet'):  # small_resnet: unseen
+      assert 0. <= level[f'qrnet/{name}/accuracy'] <= 1.
+  # Independent check of the image-quality numbers: noise of sigma 20/255 on mid-range images
+  # has an RMSE a little under 20/255 after clipping, i.e. a PSNR a little over 22.1 dB.
+  assert 22. < test['noise/20']['none/psnr'] < 24.
+  assert test['clean']['none/ssim'] == pytest.approx(1.)
+  psnr = [test[f'noise/{s}']['none/psnr'] for s in (20, 40, 60, 80, 100)]
+  assert psnr == sorted(psnr, reverse=True)
+  # On 16 px images blur from sigma 6 up is near-total; only the ends are ordered for sure.
+  assert test['blur/2']['none/ssim'] > test['blur/10']['none/ssim']
+  assert os.path.getsize(tmp_path / 'accuracy_by_level.png') > 10_000
+
+
+def test_rerun_with_a_trajectory_changing_config_is_refused(tmp_path):
+  train.train_and_evaluate(tiny_run_config(**{'train.max_epochs': 1}), str(tmp_path),
+                           jax.devices()[:1])
+  with pytest.raises(ValueError, match=r"config.train.learning_rate: 0.001 -> 0.01"):
+    train.train_and_evaluate(tiny_run_config(**{'train.learning_rate': 0.01}), str(tmp_path),
+                             jax.devices()[:1])
+  # Allowed: more epochs, another log interval.
+  summary = train.train_and_evaluate(
+      tiny_run_config(**{'train.max_epochs': 2, 'train.log_every_steps': 2}), str(tmp_path),
+      jax.devices()[:1])
+  assert summary['epochs'] == 3
+
+
+def test_paper_config_uses_whole_splits_and_imagenet_classifiers():
+  from configs import paper
+  for method in paper.METHODS:
+    config = paper.get_config(f'dataset=caltech256,method={method}')
+    assert (config.data.max_train_examples, config.data.max_eval_examples) == (0, 0)
+    assert config.data.image_size == 224
+    for c in list(config.classifiers.values()) + list(config.eval_classifiers.values()):
+      assert c.imagenet
+  assert set(paper.get_config('method=mqrnet').eval_classifiers) == {'resnet50'}
+  assert paper.get_config('method=end_to_end').classifiers.vgg16.trainable == 'fc'

@@ -85,3 +85,11 @@ def trainable_parts(arch: str, partition: str) -> tuple[str, ...]:
   if partition == 'all':
     return param_names(arch)
   raise ValueError(f'Unknown trainable partition {partition!r}; expected one of {PARTITIONS}.')
+
+
+def resize_to_input(images, size: Optional[int]):
+  """Bilinear resize of NHWC images to size x size where the classifier needs a fixed input
+  (VGG16 224, InceptionV3 299); unchanged when `size` is None or already matches."""
+  if size is None or images.shape[1:3] == (size, size):
+    return images
+  return jax.image.resize(images, (images.shape[0], size, size, images.shape[3]), 'bilinear')
