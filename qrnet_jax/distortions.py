@@ -34,11 +34,16 @@ def gaussian_noise(images, sigma, key, mean=0.0):
   Args:
     images: float NHWC in [0, 1].
     sigma: standard deviation in 0-255 pixel units, a scalar or one value per image (B,).
-    key: JAX PRNG key; the same key gives the same noise.
+    key: JAX PRNG key; the same key gives the same noise. Or one key per image (a batch of B
+      keys), so an image's noise does not depend on the batch it is in.
     mean: mean of the noise in 0-255 pixel units.
   """
   sigma = _per_image(sigma, images.shape[0])
-  noise = jax.random.normal(key, images.shape, jnp.float32)
+  key_ndim = 0 if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else 1
+  if key.ndim > key_ndim:
+    noise = jax.vmap(lambda k: jax.random.normal(k, images.shape[1:], jnp.float32))(key)
+  else:
+    noise = jax.random.normal(key, images.shape, jnp.float32)
   return jnp.clip(images + (mean + sigma * noise) / 255., 0., 1.).astype(images.dtype)
 
 

@@ -9,11 +9,13 @@ import functools
 import dm_pix as pix
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from qrnet_jax import data, distortions, losses, parallel
 from qrnet_jax.steps import classifier_logits
 
-# Evaluation noise is drawn from this fixed key, so every method sees the same distorted images.
+# Evaluation noise comes from this seed and each image's index in its split, so every method (at
+# any batch size or device count) sees the same distorted images.
 EVAL_NOISE_SEED = 1234
 
 
@@ -26,7 +28,8 @@ def _level_sums(params, frozen, batch, key, sigma, *, distortion_type, max_blur,
   if distortion_type == 'clean':
     distorted = clean
   else:
-    distorted = distortions.distort(clean, key, distortion_type, sigma, max_blur)
+    image_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, batch['index'])
+    distorted = distortions.distort(clean, image_keys, distortion_type, sigma, max_blur)
   restored = qrnet.apply({'params': params['qrnet']}, distorted, train=False)
   sums = {'count': mask.sum()}
   for name, images in (('none', distorted), ('qrnet', restored)):
@@ -49,9 +52,12 @@ def evaluate_by_level(params, frozen, source, *, spec, qrnet, classifiers, mesh,
   for distortion_type, sigma in cases:
     totals = None
     batches = data.eval_batches(source, batch_size, jax.process_index(), jax.process_count())
-    for index, batch in enumerate(batches):
-      key = jax.random.fold_in(jax.random.PRNGKey(seed), index)
-      sums = _level_sums(params, frozen, parallel.global_batch(batch, mesh), key,
+    per_process = batch_size // jax.process_count()
+    for number, batch in enumerate(batches):
+      first = number * batch_size + jax.process_index() * per_process
+      batch['index'] = np.arange(first, first + per_process, dtype=np.int32)
+      sums = _level_sums(params, frozen, parallel.global_batch(batch, mesh),
+                         jax.random.PRNGKey(seed),
                          jnp.float32(sigma), distortion_type=distortion_type, max_blur=max_blur,
                          qrnet=qrnet, classifiers=tuple(classifiers))
       totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)

@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 import optax
 import tqdm
+from jax.experimental import multihost_utils
 
 from qrnet_jax import checkpointing, classifier_training, config_validation, data, evaluate
 from qrnet_jax import metrics as metrics_lib
@@ -127,6 +128,21 @@ def prepare_classifiers(config, classifier_configs, dataset, workdir, mesh, weig
   return tuple(specs), frozen, trainable
 
 
+def load_dataset_once(config):
+  """The dataset; on several processes, process 0 prepares it first (extracts archives, writes the
+  split file and a disk cache) while the others wait, then they read what it prepared."""
+  if jax.process_count() == 1:
+    return data.load_dataset(config.data, config.seed)
+  if jax.process_index() == 0:
+    dataset = data.load_dataset(config.data, config.seed)
+    if config.data.get('cache') == 'disk' and hasattr(dataset.train, 'prepare'):
+      dataset.train.prepare()  # fills the shared cache file the splits read from
+    multihost_utils.sync_global_devices('qrnet_jax: dataset prepared')
+    return dataset
+  multihost_utils.sync_global_devices('qrnet_jax: dataset prepared')
+  return data.load_dataset(config.data, config.seed)
+
+
 def _mean_terms(sums):
   sums = jax.device_get(sums)
   count = sums.pop('count')
@@ -195,7 +211,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
   _save_config(config, workdir)
   batch_size = config.train.batch_size
   weight_files = imagenet_weight_files(config, workdir)
-  dataset = data.load_dataset(config.data, config.seed)
+  dataset = load_dataset_once(config)
   classifiers, frozen, classifier_trainable = prepare_classifiers(
       config, config.classifiers, dataset, workdir, mesh, weight_files)
   # Classifiers used only to evaluate (e.g. MQRNet's unseen ResNet, Figure 6): always frozen.

@@ -98,3 +98,13 @@ def test_random_distortion_applies_the_level_it_reports():
     noise_key = jax.random.split(key, 3)[2]  # the sampler's third key draws the noise
     expected = distortions.distort(images, noise_key, name, sigma)
     np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def test_gaussian_noise_with_one_key_per_image_does_not_depend_on_the_batch():
+  images = jnp.full((4, 8, 8, 3), 0.5, jnp.float32)
+  keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.PRNGKey(0), jnp.arange(4))
+  whole = distortions.gaussian_noise(images, 60., keys)
+  halves = jnp.concatenate([distortions.gaussian_noise(images[:2], 60., keys[:2]),
+                            distortions.gaussian_noise(images[2:], 60., keys[2:])])
+  np.testing.assert_array_equal(whole, halves)
+  assert not np.array_equal(whole[0], whole[1])

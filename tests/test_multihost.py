@@ -1,11 +1,13 @@
-"""Two processes on localhost (jax.distributed, 2 CPU devices each) train exactly like one process
-with 4 devices: the step is data-parallel across hosts, each reading its own slice of the batch."""
+"""Two processes on localhost (jax.distributed, 2 CPU devices each) train like one process with 4
+devices: the step is data-parallel across hosts, each reading its own slice of the batch, and a
+whole run (classifier training, checkpoints, evaluation) works across processes."""
 import json
 import os
 import socket
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -48,3 +50,47 @@ def test_two_processes_match_one_process(tmp_path):
   np.testing.assert_allclose(two['losses'], one['losses'], rtol=1e-5)
   # Adam amplifies all-reduce rounding on near-zero gradients; parameters agree to 1e-4.
   np.testing.assert_allclose(two['param_sums'], one['param_sums'], rtol=1e-4)
+
+
+@pytest.mark.slow  # two whole training runs: about 100 s on 2 cores
+def test_two_process_training_run_matches_one_process(tmp_path):
+  sys.path.insert(0, HERE)
+  import test_train  # pylint: disable=g-import-not-at-top
+  flags = [f'--config.{k}={v}' for k, v in {**test_train.TINY_FLAGS,
+                                            'train.evaluate_test': True}.items()]
+  env = dict(os.environ, PYTHONPATH=ROOT,
+             XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  port = free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, os.path.join(HERE, 'multihost_main.py'), str(port), '2', str(i),
+       '--config', 'configs/default.py', '--workdir', str(tmp_path / 'two')] + flags,
+      env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  try:
+    logs = [p.communicate(timeout=400)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, log in zip(procs, logs):
+    assert p.returncode == 0, log[-3000:]
+  subprocess.run([sys.executable, '-m', 'qrnet_jax.main', '--config', 'configs/default.py',
+                  '--workdir', str(tmp_path / 'one')] + flags, cwd=ROOT, check=True,
+                 env=dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=4'),
+                 capture_output=True, timeout=400)
+  two_step, two = test_train.latest_params(tmp_path / 'two')
+  one_step, one = test_train.latest_params(tmp_path / 'one')
+  assert two_step == one_step
+  summaries = []
+  for run in ('two', 'one'):
+    with open(tmp_path / run / 'summary.json') as f:
+      summaries.append(json.load(f))
+  assert summaries[0]['devices'] == 4 and 'noise/100' in summaries[0]['test']
+  # Same training up to float reassociation across processes (all-reduce order), which Adam
+  # amplifies on near-zero gradients over the classifier's and QRNet's ~40 steps.
+  np.testing.assert_allclose([h['val']['loss'] for h in summaries[0]['history']],
+                             [h['val']['loss'] for h in summaries[1]['history']], rtol=1e-3)
+  # Parameters: an Adam step moves a parameter by about the learning rate whatever the gradient's
+  # size, so rounding-level gradient differences bound the parameters' only by lr x steps.
+  diffs = np.concatenate([np.abs(a - b).ravel()
+                          for a, b in zip(jax.tree.leaves(two), jax.tree.leaves(one))])
+  assert np.median(diffs) < 1e-5 and diffs.max() <= 1e-3 * two_step

@@ -16,7 +16,7 @@ import optax
 import pytest
 
 from configs import default
-from qrnet_jax import checkpointing, data, distortions, metrics, parallel, steps, train
+from qrnet_jax import checkpointing, data, distortions, evaluate, metrics, parallel, steps, train
 from qrnet_jax.models import QRNet
 from qrnet_jax.models.small import SmallResNet, SmallVGG
 
@@ -150,15 +150,19 @@ TINY_FLAGS = {'data.name': 'synthetic', 'data.image_size': SIZE, 'data.num_examp
               'classifiers.small_vgg.train_epochs': 1, 'train.checkpoint_every_steps': 3}
 
 
-def tiny_run_config(**overrides):
-  config = default.get_config()
-  for field, value in {**TINY_FLAGS, **overrides}.items():
+def with_overrides(config, overrides):
+  """`config` with {'a.b': value} set, as --config.a.b=value would."""
+  for field, value in overrides.items():
     node = config
     *parents, leaf = field.split('.')
     for parent in parents:
       node = node[parent]
     node[leaf] = value
   return config
+
+
+def tiny_run_config(**overrides):
+  return with_overrides(default.get_config(), {**TINY_FLAGS, **overrides})
 
 
 def main_command(workdir, **extra):
@@ -168,11 +172,16 @@ def main_command(workdir, **extra):
 
 
 def latest_params(workdir):
+  """(step, params) of the newest checkpoint of a tiny run, restored onto this process's first
+  device whatever devices and processes wrote it."""
+  tx = optax.adam(1e-3)
+  state = steps.create_train_state(train.init_variables(QRNet(small=True), 0, SIZE)['params'],
+                                   {'small_vgg': {}}, tx, 0)
+  abstract = checkpointing.abstract_like(jax.device_put(state, jax.devices()[0]))
   manager = checkpointing.Checkpoints(str(workdir))
   try:
-    step = manager.latest.latest_step()
-    restored = manager.latest.restore(step)
-    return step, restored['state']['params']
+    restored, _ = manager.restore_latest(abstract)
+    return int(restored.step), jax.device_get(restored.params)
   finally:
     manager.close()
 
@@ -293,15 +302,10 @@ def test_missing_imagenet_weights_fail_at_once_naming_the_field(tmp_path, monkey
 
 def test_mqrnet_run_evaluates_every_level_with_an_unseen_classifier(tmp_path):
   from configs import small_mqrnet
-  config = small_mqrnet.get_config()
-  for field, value in {**TINY_FLAGS, 'train.max_epochs': 1, 'train.evaluate_test': True,
-                       'classifiers.small_inception.train_epochs': 1,
-                       'eval_classifiers.small_resnet.train_epochs': 1}.items():
-    node = config
-    *parents, leaf = field.split('.')
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
+  config = with_overrides(small_mqrnet.get_config(), {
+      **TINY_FLAGS, 'train.max_epochs': 1, 'train.evaluate_test': True,
+      'classifiers.small_inception.train_epochs': 1,
+      'eval_classifiers.small_resnet.train_epochs': 1})
   summary = train.train_and_evaluate(config, str(tmp_path), jax.devices()[:2])
   test = summary['test']
   assert set(test) == {'clean'} | {f'noise/{s:g}' for s in (20, 40, 60, 80, 100)} | {
@@ -343,3 +347,19 @@ def test_paper_config_uses_whole_splits_and_imagenet_classifiers():
       assert c.imagenet
   assert set(paper.get_config('method=mqrnet').eval_classifiers) == {'resnet50'}
   assert paper.get_config('method=end_to_end').classifiers.vgg16.trainable == 'fc'
+
+
+def test_evaluation_does_not_depend_on_batch_size_or_devices():
+  dataset = tiny_dataset(num_examples=60)
+  module, variables = random_classifier(3)
+  qrnet = QRNet(small=True)
+  params = {'qrnet': train.init_variables(qrnet, 0, SIZE)['params'], 'classifiers': {}}
+  classifier = steps.Classifier('clf', module, weight=0.01)
+  results = [evaluate.evaluate_by_level(
+      params, {'clf': variables}, dataset.test, spec=SPEC, qrnet=qrnet, classifiers=(classifier,),
+      mesh=parallel.make_mesh(jax.devices()[:devices]), batch_size=batch_size)
+      for devices, batch_size in ((1, 4), (4, 8))]
+  assert len(dataset.test) % 8  # a padded last batch in both runs
+  for level, metrics in results[0].items():
+    for name, value in metrics.items():
+      assert results[1][level][name] == pytest.approx(value, rel=1e-5, abs=1e-6), (level, name)
