@@ -73,7 +73,7 @@ def get_config():
 
 
 def classifier_config(arch, weight=0.01, trainable='none', checkpoint='', train_epochs=8,
-                      imagenet=False):
+                      imagenet=False, train_distorted=False):
   """A classifier of Eq. (5).
 
   Args:
@@ -84,8 +84,10 @@ def classifier_config(arch, weight=0.01, trainable='none', checkpoint='', train_
     train_epochs: epochs of that clean training when there is no checkpoint.
     imagenet: start that training from the official Keras ImageNet weights: the file at
       `keras_h5`, or else fetched into ~/.cache/qrnet_jax/weights (vgg16, inception_v3, resnet50).
+    train_distorted: train it on Algorithm 1 batches of clean + distorted images (config.distortion)
+      instead of clean images: Table 4's fine-tuned classifiers.
   """
   return ml_collections.ConfigDict(dict(
       arch=arch, weight=weight, trainable=trainable, checkpoint=checkpoint,
       train_epochs=train_epochs, learning_rate=1e-3, imagenet=imagenet, keras_h5='',
-      clean_trainable='all'))
+      clean_trainable='all', train_distorted=train_distorted))

@@ -13,6 +13,10 @@ Methods (Tables 2-4, Figure 6):
   small_qrnet                 Table 3's small QRNet + frozen VGG16.
   end_to_end                  QRNet and VGG16's three FC layers trained together.
   mqrnet                      MQRNet: QRNet + frozen VGG16 and InceptionV3 (Eq. 5).
+  finetuned_noise, finetuned_blur, finetuned
+                              Table 4's fine-tuned VGG16 (single, single, multiple): its FC layers
+                              trained on batches of clean + distorted images, no QRNet; read the
+                              "none" columns of the results.
 
 The VGG16 (and InceptionV3) "trained with the original images" keep their ImageNet convolutions
 and fine-tune their FC layers / head on the clean training split first (`clean_trainable`); set
@@ -23,7 +27,8 @@ import ml_collections
 
 from configs import default
 
-METHODS = ('recnet_noise', 'recnet_blur', 'recnet', 'qrnet', 'small_qrnet', 'end_to_end', 'mqrnet')
+METHODS = ('recnet_noise', 'recnet_blur', 'recnet', 'qrnet', 'small_qrnet', 'end_to_end', 'mqrnet',
+           'finetuned_noise', 'finetuned_blur', 'finetuned')
 DATASETS = ('caltech101', 'caltech256')
 
 
@@ -57,10 +62,15 @@ def get_config(arg=None):
   vgg16.clean_trainable = 'fc'  # the paper fine-tunes VGG16's three FC layers
   method = options['method']
   config.classifiers = ml_collections.ConfigDict()
+  if method.startswith(('recnet_', 'finetuned_')):
+    config.distortion.types = (method.split('_')[1],)  # "single"
   if method.startswith('recnet'):
-    if method != 'recnet':
-      config.distortion.types = (method.split('_')[1],)
     config.eval_classifiers.vgg16 = vgg16  # RecNet + VGG16 (Table 2): VGG16 only evaluates
+  elif method.startswith('finetuned'):
+    vgg16.train_distorted = True
+    config.eval_classifiers.vgg16 = vgg16
+    config.train.pretrain_epochs = 0
+    config.train.max_epochs = 0  # no QRNet: the classifier alone faces the distortions
   else:
     config.classifiers.vgg16 = vgg16
   if method == 'small_qrnet':

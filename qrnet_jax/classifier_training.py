@@ -19,7 +19,7 @@ from typing import Any
 
 from qrnet_jax import data, losses, parallel
 from qrnet_jax.models.classifiers import resize_to_input
-from qrnet_jax.steps import split_params
+from qrnet_jax.steps import algorithm1_batch, split_params
 from qrnet_jax.weights import convert
 
 
@@ -45,8 +45,15 @@ def _classifier_images(batch, input_size):
 
 
 def classifier_train_step(state: ClassifierState, batch, *, module, tx, update_batch_stats,
-                          input_size=None):
-  images = _classifier_images(batch, input_size)
+                          input_size=None, distortion=None, rng=None):
+  """One Adam step on clean images, or with `distortion` (a steps.DistortionSpec) on Algorithm 1's
+  concat(clean, distorted) batch, as the fine-tuned classifiers of Table 4 are trained."""
+  images = batch['image'].astype(jnp.float32) / 255.
+  labels = batch['label']
+  if distortion is not None:
+    images, _, labels, _ = algorithm1_batch(images, labels, jax.random.fold_in(rng, state.step),
+                                            distortion)
+  images = resize_to_input(images, input_size)
 
   def loss_fn(trainable):
     variables = _merged_variables(state.replace(trainable=trainable))
@@ -54,9 +61,9 @@ def classifier_train_step(state: ClassifierState, batch, *, module, tx, update_b
       logits, updates = module.apply(variables, images, train=True, mutable=['batch_stats'])
     else:
       logits, updates = module.apply(variables, images, train=False), {}
-    loss = losses.classification_loss(logits, batch['label']).mean()
+    loss = losses.classification_loss(logits, labels).mean()
     return loss, (updates.get('batch_stats', state.batch_stats),
-                  losses.correct(logits, batch['label']).mean())
+                  losses.correct(logits, labels).mean())
 
   (loss, (batch_stats, acc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.trainable)
   updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
@@ -81,9 +88,12 @@ def classifier_accuracy(module, variables, source, mesh, batch_size, input_size=
 
 
 def train_classifier(module, variables, trainable_names, dataset, *, epochs, batch_size,
-                     learning_rate, seed, mesh, name='classifier', input_size=None):
-  """Trains `trainable_names` of `module` on clean training images; returns the new variables.
+                     learning_rate, seed, mesh, name='classifier', input_size=None,
+                     distortion=None):
+  """Trains `trainable_names` of `module`; returns the new variables.
 
+  On clean training images, or with `distortion` on Algorithm 1 batches of clean and distorted
+  images (Table 4's fine-tuned classifiers, "single" or "multiple" by the spec's types).
   BatchNorm statistics are updated only when every parameter trains (partition 'all');
   otherwise the classifier runs in inference mode, as a frozen feature extractor does.
   """
@@ -96,7 +106,8 @@ def train_classifier(module, variables, trainable_names, dataset, *, epochs, bat
   step_fn = jax.jit(
       lambda s, b: classifier_train_step(s, b, module=module, tx=tx,
                                          update_batch_stats=update_batch_stats,
-                                         input_size=input_size),
+                                         input_size=input_size, distortion=distortion,
+                                         rng=jax.random.PRNGKey(seed)),
       in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
       out_shardings=parallel.replicated(mesh), donate_argnums=0)
   per_epoch = data.steps_per_epoch(len(dataset.train), batch_size)

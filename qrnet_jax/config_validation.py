@@ -125,10 +125,12 @@ def _validate_classifiers(config):
 
 
 def _validate_train(config, num_devices, num_processes):
-  for field in ('train.batch_size', 'train.max_epochs', 'train.early_stopping_patience',
+  for field in ('train.batch_size', 'train.early_stopping_patience',
                 'train.log_every_steps', 'train.checkpoints_to_keep'):
     _positive_int(config, field)
   _non_negative_int(config, 'train.pretrain_epochs')
+  # max_epochs=0: no QRNet training, e.g. to evaluate fine-tuned classifiers alone (Table 4).
+  _non_negative_int(config, 'train.max_epochs')
   _non_negative_int(config, 'train.checkpoint_every_steps')
   lr = _get(config, 'train.learning_rate')
   _require(isinstance(lr, (int, float)) and lr > 0, 'train.learning_rate',

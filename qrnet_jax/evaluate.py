@@ -20,9 +20,9 @@ EVAL_NOISE_SEED = 1234
 
 
 @functools.partial(jax.jit, static_argnames=('distortion_type', 'max_blur', 'qrnet',
-                                             'classifiers'))
+                                             'classifiers', 'with_qrnet'))
 def _level_sums(params, frozen, batch, key, sigma, *, distortion_type, max_blur, qrnet,
-                classifiers):
+                classifiers, with_qrnet):
   clean = batch['image'].astype(jnp.float32) / 255.
   mask = batch['mask'].astype(jnp.float32)
   if distortion_type == 'clean':
@@ -30,9 +30,11 @@ def _level_sums(params, frozen, batch, key, sigma, *, distortion_type, max_blur,
   else:
     image_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, batch['index'])
     distorted = distortions.distort(clean, image_keys, distortion_type, sigma, max_blur)
-  restored = qrnet.apply({'params': params['qrnet']}, distorted, train=False)
+  cases = [('none', distorted)]
+  if with_qrnet:
+    cases.append(('qrnet', qrnet.apply({'params': params['qrnet']}, distorted, train=False)))
   sums = {'count': mask.sum()}
-  for name, images in (('none', distorted), ('qrnet', restored)):
+  for name, images in cases:
     sums[f'{name}/psnr'] = (pix.psnr(clean, images) * mask).sum()
     sums[f'{name}/ssim'] = (pix.ssim(clean, images) * mask).sum()
     for c in classifiers:
@@ -42,8 +44,11 @@ def _level_sums(params, frozen, batch, key, sigma, *, distortion_type, max_blur,
 
 
 def evaluate_by_level(params, frozen, source, *, spec, qrnet, classifiers, mesh, batch_size,
-                      seed=EVAL_NOISE_SEED):
-  """{'clean': metrics, '<type>/<level>': metrics} with metrics averaged over every image once."""
+                      seed=EVAL_NOISE_SEED, with_qrnet=True):
+  """{'clean': metrics, '<type>/<level>': metrics} with metrics averaged over every image once.
+
+  with_qrnet=False: the classifiers on the distorted images alone (no 'qrnet/...' metrics).
+  """
   cases = [('clean', 0.)] + [(t, float(level)) for t in spec.types
                              for level in spec.levels_by_type[t]]
   max_blur = (distortions.max_blur_kernel_size(spec.levels_by_type['blur'])
@@ -59,7 +64,7 @@ def evaluate_by_level(params, frozen, source, *, spec, qrnet, classifiers, mesh,
       sums = _level_sums(params, frozen, parallel.global_batch(batch, mesh),
                          jax.random.PRNGKey(seed),
                          jnp.float32(sigma), distortion_type=distortion_type, max_blur=max_blur,
-                         qrnet=qrnet, classifiers=tuple(classifiers))
+                         qrnet=qrnet, classifiers=tuple(classifiers), with_qrnet=with_qrnet)
       totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     totals = jax.device_get(totals)
     count = totals.pop('count')
@@ -68,16 +73,23 @@ def evaluate_by_level(params, frozen, source, *, spec, qrnet, classifiers, mesh,
   return results
 
 
+def _methods(results):
+  """'none', and 'qrnet' where the results hold QRNet's output too."""
+  first = next(iter(results.values()))
+  return [m for m in ('none', 'qrnet') if f'{m}/psnr' in first]
+
+
 def format_table(results, classifiers) -> str:
   """A plain-text table: one row per level, accuracy without/with QRNet, PSNR, SSIM."""
-  header = ['level'] + [f'{c.name} {m}' for c in classifiers for m in ('none', 'qrnet')] + [
-      'PSNR none', 'PSNR qrnet', 'SSIM none', 'SSIM qrnet']
+  methods = _methods(results)
+  header = (['level'] + [f'{c.name} {m}' for c in classifiers for m in methods]
+            + [f'PSNR {m}' for m in methods] + [f'SSIM {m}' for m in methods])
   rows = [header]
   for level, metrics in results.items():
     row = [level] + [f"{metrics[f'{m}/{c.name}/accuracy']:.3f}" for c in classifiers
-                     for m in ('none', 'qrnet')]
-    row += [f"{metrics['none/psnr']:.2f}", f"{metrics['qrnet/psnr']:.2f}",
-            f"{metrics['none/ssim']:.3f}", f"{metrics['qrnet/ssim']:.3f}"]
+                     for m in methods]
+    row += [f"{metrics[f'{m}/psnr']:.2f}" for m in methods]
+    row += [f"{metrics[f'{m}/ssim']:.3f}" for m in methods]
     rows.append(row)
   widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
   return '\n'.join('  '.join(cell.rjust(w) for cell, w in zip(r, widths)) for r in rows)
@@ -96,7 +108,7 @@ def plot_results(results, classifiers, path: str):
                     key=lambda level: float(level.split('/')[1]))
     sigmas = [float(level.split('/')[1]) for level in levels]
     for c in classifiers:
-      for method, style in (('none', '--'), ('qrnet', '-')):
+      for method, style in zip(_methods(results), ('--', '-')):
         ax.plot(sigmas, [results[level][f'{method}/{c.name}/accuracy'] for level in levels],
                 style, marker='o', label=f'{c.name} + QRNet' if method == 'qrnet' else c.name)
     ax.set_title(f'Gaussian {distortion_type}')

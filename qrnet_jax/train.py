@@ -116,9 +116,12 @@ def prepare_classifiers(config, classifier_configs, dataset, workdir, mesh, weig
           lambda: classifier_training.train_classifier(
               module, initial, train_names, dataset, epochs=c.train_epochs,
               batch_size=config.train.batch_size, learning_rate=c.learning_rate,
-              seed=seed, mesh=mesh, name=name, input_size=classifier_lib.input_size(c.arch)),
+              seed=seed, mesh=mesh, name=name, input_size=classifier_lib.input_size(c.arch),
+              distortion=distortion_spec(config) if c.get('train_distorted', False) else None),
           info={'arch': c.arch, 'num_classes': dataset.num_classes,
-                'source': f'trained on clean {config.data.name} images in {workdir}'})
+                'source': f'trained on {config.data.name} images in {workdir}',
+                'distortions': (list(config.distortion.types)
+                                if c.get('train_distorted', False) else [])})
     names = classifier_lib.trainable_parts(c.arch, c.get('trainable', 'none'))
     trainable[name], frozen_params = steps.split_params(variables['params'], names)
     frozen[name] = {**variables, 'params': frozen_params}
@@ -292,7 +295,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
       final_params = best[0].params if best is not None else state.params
       results = evaluate.evaluate_by_level(
           final_params, frozen, dataset.test, spec=spec, qrnet=qrnet,
-          classifiers=classifiers + eval_only, mesh=mesh, batch_size=batch_size)
+          classifiers=classifiers + eval_only, mesh=mesh, batch_size=batch_size,
+          with_qrnet=total_epochs > 0)
       logging.info('test results (best checkpoint, epoch %s):\n%s', record['best_epoch'],
                    evaluate.format_table(results, classifiers + eval_only))
       if jax.process_index() == 0 and classifiers + eval_only:

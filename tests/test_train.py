@@ -11,6 +11,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -363,3 +364,39 @@ def test_evaluation_does_not_depend_on_batch_size_or_devices():
   for level, metrics in results[0].items():
     for name, value in metrics.items():
       assert results[1][level][name] == pytest.approx(value, rel=1e-5, abs=1e-6), (level, name)
+
+
+def test_fine_tuned_classifier_trains_on_clean_and_distorted_batches():
+  from qrnet_jax import classifier_training
+  module = SmallVGG(num_classes=4)
+  variables = jax.device_get(train.init_variables(module, 0, SIZE))
+  tx = optax.adam(1e-3)
+  state = classifier_training.ClassifierState(
+      step=jnp.zeros((), jnp.int32), trainable=variables['params'], frozen={}, batch_stats=None,
+      opt_state=tx.init(variables['params']))
+  batch = next(data.train_batches(tiny_dataset().train, 8, seed=0))
+  rng = jax.random.PRNGKey(7)
+  _, metrics = classifier_training.classifier_train_step(
+      state, batch, module=module, tx=tx, update_batch_stats=False, distortion=SPEC, rng=rng)
+  # Independently: Algorithm 1's batch (the sampler with the step's key), then the mean CE.
+  clean = jnp.asarray(batch['image'], jnp.float32) / 255.
+  distorted, _, _ = distortions.random_distortion(clean, jax.random.fold_in(rng, 0), SPEC.types,
+                                                  SPEC.levels_by_type)
+  logits = module.apply(variables, jnp.concatenate([clean, distorted]))
+  expected = optax.softmax_cross_entropy_with_integer_labels(
+      logits, jnp.concatenate([batch['label'], batch['label']])).mean()
+  assert float(metrics['loss']) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_fine_tuned_baseline_run_evaluates_the_classifier_alone(tmp_path):
+  config = tiny_run_config(**{'train.max_epochs': 0, 'train.pretrain_epochs': 0,
+                              'train.evaluate_test': True})
+  finetuned = config.classifiers.small_vgg
+  finetuned.train_distorted = True
+  config.classifiers = ml_collections.ConfigDict()
+  config.eval_classifiers.small_vgg = finetuned
+  summary = train.train_and_evaluate(config, str(tmp_path), jax.devices()[:1])
+  assert summary['final_step'] == 0 and summary['history'] == []
+  assert set(summary['test']['blur/10']) == {'none/psnr', 'none/ssim', 'none/small_vgg/accuracy'}
+  with open(tmp_path / 'classifiers' / 'small_vgg' / 'classifier.json') as f:
+    assert json.load(f)['distortions'] == ['noise', 'blur']
