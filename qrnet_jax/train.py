@@ -11,7 +11,6 @@ import time
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 import tqdm
 from jax.experimental import multihost_utils

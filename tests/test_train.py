@@ -361,8 +361,8 @@ def test_evaluation_does_not_depend_on_batch_size_or_devices():
       mesh=parallel.make_mesh(jax.devices()[:devices]), batch_size=batch_size)
       for devices, batch_size in ((1, 4), (4, 8))]
   assert len(dataset.test) % 8  # a padded last batch in both runs
-  for level, metrics in results[0].items():
-    for name, value in metrics.items():
+  for level, level_metrics in results[0].items():
+    for name, value in level_metrics.items():
       assert results[1][level][name] == pytest.approx(value, rel=1e-5, abs=1e-6), (level, name)
 
 
