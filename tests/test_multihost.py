@@ -30,21 +30,27 @@ def multiprocess_env(devices_per_process):
               XLA_FLAGS=f'--xla_force_host_platform_device_count={devices_per_process}')
 
 
-def run_workers(tmp_path, num_processes, devices_per_process, steps=6):
+def run_processes(script, num_processes, devices_per_process, args, timeout=400):
+  """Runs tests/SCRIPT PORT NUM_PROCESSES PROCESS_ID ARGS... as every process of one simulated
+  cluster on localhost; fails with the log of any process that fails."""
   env = multiprocess_env(devices_per_process)
-  out = str(tmp_path / f'{num_processes}.json')
   port = free_port()
-  procs = [subprocess.Popen([sys.executable, os.path.join(HERE, 'multihost_worker.py'), str(port),
-                             str(num_processes), str(i), str(steps), out], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  procs = [subprocess.Popen(
+      [sys.executable, os.path.join(HERE, script), str(port), str(num_processes), str(i)] + args,
+      env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for i in range(num_processes)]
   try:
-    logs = [p.communicate(timeout=300)[0] for p in procs]
+    logs = [p.communicate(timeout=timeout)[0] for p in procs]
   finally:
     for p in procs:
       p.kill()
   for p, log in zip(procs, logs):
     assert p.returncode == 0, log[-3000:]
+
+
+def run_workers(tmp_path, num_processes, devices_per_process, steps=6):
+  out = str(tmp_path / f'{num_processes}.json')
+  run_processes('multihost_worker.py', num_processes, devices_per_process, [str(steps), out])
   with open(out) as f:
     return json.load(f)
 
@@ -71,24 +77,11 @@ def test_two_process_training_run_matches_one_process(tmp_path):
   import test_train  # pylint: disable=g-import-not-at-top
   flags = [f'--config.{k}={v}' for k, v in {**test_train.TINY_FLAGS,
                                             'train.evaluate_test': True}.items()]
-  env = multiprocess_env(2)
-  port = free_port()
-  procs = [subprocess.Popen(
-      [sys.executable, os.path.join(HERE, 'multihost_main.py'), str(port), '2', str(i),
-       '--config', 'configs/default.py', '--workdir', str(tmp_path / 'two')] + flags,
-      env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for i in range(2)]
-  try:
-    logs = [p.communicate(timeout=400)[0] for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
-  for p, log in zip(procs, logs):
-    assert p.returncode == 0, log[-3000:]
-  subprocess.run([sys.executable, '-m', 'qrnet_jax.main', '--config', 'configs/default.py',
-                  '--workdir', str(tmp_path / 'one')] + flags, cwd=ROOT, check=True,
-                 env=dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=4'),
-                 capture_output=True, timeout=400)
+  main_args = ['--config', 'configs/default.py', '--workdir']
+  run_processes('multihost_main.py', 2, 2, main_args + [str(tmp_path / 'two')] + flags)
+  subprocess.run([sys.executable, '-m', 'qrnet_jax.main'] + main_args + [str(tmp_path / 'one')]
+                 + flags, cwd=ROOT, check=True, env=multiprocess_env(4), capture_output=True,
+                 timeout=400)
   two_step, two = test_train.latest_params(tmp_path / 'two')
   one_step, one = test_train.latest_params(tmp_path / 'one')
   assert two_step == one_step
