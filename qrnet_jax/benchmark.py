@@ -18,6 +18,7 @@ from absl import app, flags
 from qrnet_jax import distortions, parallel, steps
 from qrnet_jax.models import QRNet
 from qrnet_jax.models import classifiers as classifier_lib
+from qrnet_jax.train import init_variables
 
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 224, 'Image side (multiple of 16).')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Clean images per step (global).')
@@ -36,13 +37,11 @@ def time_train_step(image_size, batch_size, archs, dtype, num_steps, num_classes
   specs, frozen = [], {}
   for index, arch in enumerate(archs):
     module = classifier_lib.build_classifier(arch, num_classes, dtype=dtype)
-    side = classifier_lib.input_size(arch) or image_size
-    init = jax.jit(lambda key, x, m=module: m.init(key, x, train=False))
-    frozen[arch] = init(jax.random.PRNGKey(index + 1), jnp.zeros((1, side, side, 3)))
+    frozen[arch] = init_variables(module, index + 1,
+                                  classifier_lib.input_size(arch) or image_size)
     specs.append(steps.Classifier(arch, module, 0.01, input_size=classifier_lib.input_size(arch)))
   tx = optax.adam(1e-3)
-  qrnet_params = jax.jit(qrnet.init)(jax.random.PRNGKey(0),
-                                     jnp.zeros((1, image_size, image_size, 3)))['params']
+  qrnet_params = init_variables(qrnet, 0, image_size)['params']
   state = parallel.replicate(steps.create_train_state(qrnet_params, {}, tx, 0), mesh)
   frozen = parallel.replicate(frozen, mesh)
   spec = steps.DistortionSpec(('noise', 'blur'), tuple(distortions.PAPER_LEVELS.items()))

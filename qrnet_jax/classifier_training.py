@@ -126,13 +126,18 @@ def train_classifier(module, variables, trainable_names, dataset, *, epochs, bat
   return jax.device_get(_merged_variables(state))
 
 
+def is_trained(path) -> bool:
+  """Whether `path` holds a classifier saved by `trained_classifier_variables` (or converted)."""
+  return os.path.isfile(os.path.join(path, convert.INFO_FILE))
+
+
 def trained_classifier_variables(path, train_fn, info: dict):
   """Variables saved at `path`, or `train_fn()`'s result saved there first (so reruns reuse it).
 
   The format is the weight converter's (`variables/` + `classifier.json` holding `info`), so a
   classifier trained by one run is `classifiers.NAME.checkpoint` of another.
   """
-  exists = os.path.isfile(os.path.join(path, convert.INFO_FILE))
+  exists = is_trained(path)
   if jax.process_count() > 1:  # every process must take the same branch: process 0 decides
     exists = bool(multihost_utils.broadcast_one_to_all(np.asarray(exists)))
   if exists:

@@ -48,7 +48,7 @@ def imagenet_weight_files(config, workdir) -> dict:
     for name, c in sorted(config.get(group, {}).items()):
       if c.get('checkpoint') or not (c.get('keras_h5') or c.get('imagenet', False)):
         continue
-      if os.path.isfile(os.path.join(trained_classifier_dir(workdir, name), 'classifier.json')):
+      if classifier_training.is_trained(trained_classifier_dir(workdir, name)):
         continue  # trained by an earlier attempt of this run: resuming needs no download
       files[name] = c.get('keras_h5') or weights.fetch_weights(
           c.arch, WEIGHTS_CACHE, field=f'config.{group}.{name}.keras_h5')
@@ -64,8 +64,12 @@ def _initial_classifier_variables(c, keras_h5, module, num_classes, seed):
   if keras_h5:
     from qrnet_jax import weights  # pylint: disable=g-import-not-at-top
     return weights.load_keras_h5(keras_h5, c.arch, num_classes=num_classes, rng=seed)
-  side = classifier_lib.input_size(c.arch) or 32
-  return jax.device_get(init_variables(module, seed, side))
+  return jax.device_get(init_variables(module, seed, _init_size(c.arch)))
+
+
+def _init_size(arch):
+  """Image side to initialise a classifier at: its fixed input size, or any (32) if it has none."""
+  return classifier_lib.input_size(arch) or 32
 
 
 def init_variables(module, seed: int, image_size: int):
@@ -84,9 +88,7 @@ def load_classifier_checkpoint(path, arch, module, num_classes, field='checkpoin
                      f'{info.get("num_classes")} classes; the config asks for {arch} with '
                      f'{num_classes} (the dataset\'s class count)')
   variables = convert.load_converted(path)
-  side = classifier_lib.input_size(arch) or 32
-  expected = jax.eval_shape(functools.partial(module.init, train=False), jax.random.PRNGKey(0),
-                            jnp.zeros((1, side, side, 3)))
+  expected = jax.eval_shape(functools.partial(init_variables, module, 0, _init_size(arch)))
   keras_h5.check_structure(variables, expected)
   return variables
 
@@ -107,6 +109,7 @@ def prepare_classifiers(config, classifier_configs, dataset, workdir, mesh, weig
       variables = load_classifier_checkpoint(c.checkpoint, c.arch, module, dataset.num_classes,
                                              field=f'{field_prefix}.{name}.checkpoint')
     else:
+      distorted = c.get('train_distorted', False)
       initial = _initial_classifier_variables(c, (weight_files or {}).get(name), module,
                                               dataset.num_classes, seed)
       train_names = classifier_lib.trainable_parts(c.arch, c.get('clean_trainable', 'all'))
@@ -116,11 +119,10 @@ def prepare_classifiers(config, classifier_configs, dataset, workdir, mesh, weig
               module, initial, train_names, dataset, epochs=c.train_epochs,
               batch_size=config.train.batch_size, learning_rate=c.learning_rate,
               seed=seed, mesh=mesh, name=name, input_size=classifier_lib.input_size(c.arch),
-              distortion=distortion_spec(config) if c.get('train_distorted', False) else None),
+              distortion=distortion_spec(config) if distorted else None),
           info={'arch': c.arch, 'num_classes': dataset.num_classes,
                 'source': f'trained on {config.data.name} images in {workdir}',
-                'distortions': (list(config.distortion.types)
-                                if c.get('train_distorted', False) else [])})
+                'distortions': list(config.distortion.types) if distorted else []})
     names = classifier_lib.trainable_parts(c.arch, c.get('trainable', 'none'))
     trainable[name], frozen_params = steps.split_params(variables['params'], names)
     frozen[name] = {**variables, 'params': frozen_params}
@@ -221,6 +223,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
       config, config.get('eval_classifiers', {}), dataset, workdir, mesh, weight_files,
       field_prefix='config.eval_classifiers')
   frozen = parallel.replicate({**frozen, **eval_frozen}, mesh)
+  evaluated = classifiers + eval_only
 
   qrnet = QRNet(small=config.model.small, dropout_rate=config.model.dropout_rate,
                 dtype=jnp.dtype(config.model.dtype))
@@ -294,13 +297,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
       final_params = best[0].params if best is not None else state.params
       results = evaluate.evaluate_by_level(
           final_params, frozen, dataset.test, spec=spec, qrnet=qrnet,
-          classifiers=classifiers + eval_only, mesh=mesh, batch_size=batch_size,
-          with_qrnet=total_epochs > 0)
+          classifiers=evaluated, mesh=mesh, batch_size=batch_size, with_qrnet=total_epochs > 0)
       logging.info('test results (best checkpoint, epoch %s):\n%s', record['best_epoch'],
-                   evaluate.format_table(results, classifiers + eval_only))
-      if jax.process_index() == 0 and classifiers + eval_only:
-        evaluate.plot_results(results, classifiers + eval_only,
-                              os.path.join(workdir, 'accuracy_by_level.png'))
+                   evaluate.format_table(results, evaluated))
+      if jax.process_index() == 0 and evaluated:
+        evaluate.plot_results(results, evaluated, os.path.join(workdir, 'accuracy_by_level.png'))
   finally:
     checkpoints.close()
     writer.close()
