@@ -18,7 +18,7 @@ from absl import app, flags
 from qrnet_jax import distortions, parallel, steps
 from qrnet_jax.models import QRNet
 from qrnet_jax.models import classifiers as classifier_lib
-from qrnet_jax.train import init_variables
+from qrnet_jax.models import init_variables
 
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 224, 'Image side (multiple of 16).')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Clean images per step (global).')

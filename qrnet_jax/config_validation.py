@@ -2,17 +2,16 @@
 
 Each error names the field (as it is written on the command line, `config.a.b`) and what is allowed.
 """
+import json
 import os
 
 from qrnet_jax import distortions
+from qrnet_jax.errors import ConfigError  # re-exported: config_validation.ConfigError
 from qrnet_jax.models import classifiers as classifier_lib
 from qrnet_jax.models.qrnet import SIZE_MULTIPLE
 
-DTYPES = ('float32', 'bfloat16', 'float16')
-
-
-class ConfigError(ValueError):
-  """A config field has a value the run cannot use."""
+# No float16: training has no loss scaling, which float16 gradients would need.
+DTYPES = ('float32', 'bfloat16')
 
 
 def _require(condition, field, message):
@@ -45,7 +44,8 @@ def _get(config, field):
 
 def validate(config, num_devices: int = 1, num_processes: int = 1):
   """Raises ConfigError naming the first bad field; returns None when the config is usable."""
-  _require(_is_int(config.get('seed')), 'seed', f'must be an integer, got {config.get("seed")!r}')
+  seed = _get(config, 'seed')
+  _require(_is_int(seed), 'seed', f'must be an integer, got {seed!r}')
   _validate_data(config)
   _validate_model(config)
   _validate_distortion(config)
@@ -58,12 +58,7 @@ def _validate_data(config):
   size = _get(config, 'data.image_size')
   _require(_is_int(size) and size > 0 and size % SIZE_MULTIPLE == 0, 'data.image_size',
            f'must be a positive multiple of {SIZE_MULTIPLE} (QRNet pools four times), got {size!r}')
-  validate_data_config = getattr(data, 'validate_data_config', None)
-  if validate_data_config is not None:
-    validate_data_config(config.data)
-  else:
-    _require(config.data.name in data.DATASETS, 'data.name',
-             f'unknown dataset {config.data.name!r}; allowed: {", ".join(data.DATASETS)}')
+  data.validate_data_config(config.data)
 
 
 def _validate_model(config):
@@ -90,37 +85,40 @@ def _validate_distortion(config):
 
 
 def _validate_classifiers(config):
-  entries = [(f'classifiers.{name}', c) for name, c in _get(config, 'classifiers').items()]
-  eval_only = config.get('eval_classifiers', {})
-  for name, c in eval_only.items():
-    _require(name not in config.classifiers, f'eval_classifiers.{name}',
+  entries = [f'classifiers.{name}' for name in _get(config, 'classifiers')]
+  # Optional groups and fields (eval_classifiers, imagenet, keras_h5, clean_trainable) may be
+  # absent from configs written before they existed; the rest every classifier_config() has.
+  for name in config.get('eval_classifiers', {}):
+    field = f'eval_classifiers.{name}'
+    _require(name not in config.classifiers, field,
              'a classifier of that name is already in config.classifiers')
-    _require(c.get('trainable', 'none') == 'none', f'eval_classifiers.{name}.trainable',
+    _require(_get(config, f'{field}.trainable') == 'none', f'{field}.trainable',
              'evaluation-only classifiers are frozen; use none')
-    entries.append((f'eval_classifiers.{name}', c))
-  for field, c in entries:
-    _require(c.get('arch') in classifier_lib.CLASSIFIERS, f'{field}.arch',
-             f'unknown classifier {c.get("arch")!r}; allowed: '
+    entries.append(field)
+  for field in entries:
+    c = _get(config, field)
+    arch = _get(config, f'{field}.arch')
+    _require(arch in classifier_lib.CLASSIFIERS, f'{field}.arch',
+             f'unknown classifier {arch!r}; allowed: '
              f'{", ".join(sorted(classifier_lib.CLASSIFIERS))}')
-    weight = c.get('weight')
+    weight = _get(config, f'{field}.weight')
     _require(isinstance(weight, (int, float)) and weight >= 0, f'{field}.weight',
              f'lambda must be a number >= 0, got {weight!r}')
-    for partition_field in ('trainable', 'clean_trainable'):
-      partition = c.get(partition_field, 'none')
+    for partition_field, partition in (('trainable', _get(config, f'{field}.trainable')),
+                                       ('clean_trainable', c.get('clean_trainable', 'all'))):
       _require(partition in classifier_lib.PARTITIONS, f'{field}.{partition_field}',
                f'unknown partition {partition!r}; allowed: {", ".join(classifier_lib.PARTITIONS)}')
-    for path_field in ('checkpoint', 'keras_h5'):
-      path = c.get(path_field, '')
+    checkpoint = _get(config, f'{field}.checkpoint')
+    for path_field, path in (('checkpoint', checkpoint), ('keras_h5', c.get('keras_h5', ''))):
       _require(not path or os.path.exists(path), f'{field}.{path_field}',
                f'no such file or directory: {path}')
     if c.get('imagenet', False) or c.get('keras_h5', ''):
       from qrnet_jax import weights  # pylint: disable=g-import-not-at-top
-      _require(c.arch in weights.KERAS_WEIGHTS, f'{field}.imagenet',
-               f'no official ImageNet weights for {c.arch!r}; those exist for '
+      _require(arch in weights.KERAS_WEIGHTS, f'{field}.imagenet',
+               f'no official ImageNet weights for {arch!r}; those exist for '
                f'{", ".join(sorted(weights.KERAS_WEIGHTS))}')
-    _require(_is_int(c.get('train_epochs', 0)) and c.get('train_epochs', 0) >= 0,
-             f'{field}.train_epochs', f'must be an integer >= 0, got {c.get("train_epochs")!r}')
-    _require(c.get('checkpoint') or c.get('train_epochs', 0) > 0, f'{field}.checkpoint',
+    _non_negative_int(config, f'{field}.train_epochs')
+    _require(checkpoint or c.train_epochs > 0, f'{field}.checkpoint',
              'a classifier needs either a trained checkpoint or train_epochs > 0 to train one')
 
 
@@ -141,3 +139,33 @@ def _validate_train(config, num_devices, num_processes):
            f'{num_devices}')
   _require(batch_size % num_processes == 0, 'train.batch_size',
            f'{batch_size} does not divide by the {num_processes} processes')
+
+
+# Fields a resumed run may change: they do not alter the training trajectory.
+RESUMABLE_CHANGES = ('train.max_epochs', 'train.early_stopping_patience', 'train.log_every_steps',
+                     'train.checkpoint_every_steps', 'train.checkpoints_to_keep',
+                     'train.evaluate_test', 'data.data_dir', 'data.num_workers', 'data.cache',
+                     'data.cache_dir', 'data.download')
+
+
+def _flat(tree, prefix=''):
+  if isinstance(tree, dict):
+    return {k: v for key, sub in tree.items() for k, v in _flat(sub, f'{prefix}{key}.').items()}
+  return {prefix[:-1]: tree}
+
+
+def check_config_unchanged(config, workdir):
+  """Stops a rerun in `workdir` whose config would change the run it resumes."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.isfile(path):
+    return
+  with open(path) as f:
+    saved = _flat(json.load(f))
+  now = _flat(json.loads(config.to_json_best_effort()))
+  changed = sorted(k for k in set(saved) | set(now)
+                   if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+  if changed:
+    details = '; '.join(f'config.{k}: {saved.get(k)!r} -> {now.get(k)!r}' for k in changed)
+    raise ConfigError(
+        f'{workdir} holds a run made with another config ({details}); resuming would mix the two. '
+        f'Use a new --workdir, or set those fields back.')

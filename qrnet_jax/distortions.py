@@ -4,6 +4,7 @@ Images are float NHWC in [0, 1]. Gaussian noise levels are standard deviations i
 Gaussian blur levels are standard deviations in pixels with kernel size 4*sigma - 1 (Section IV-A),
 which is OpenCV's `GaussianBlur(img, (k, k), sigma)` with its default reflect-101 border.
 """
+import dataclasses
 import functools
 from typing import Optional, Sequence
 
@@ -16,6 +17,22 @@ BLUR = 'blur'
 DISTORTION_TYPES = (NOISE, BLUR)
 # The paper's five evaluation levels per type (Section IV-A).
 PAPER_LEVELS = {NOISE: (20., 40., 60., 80., 100.), BLUR: (2., 4., 6., 8., 10.)}
+
+
+@dataclasses.dataclass(frozen=True)
+class DistortionSpec:
+  """Algorithm 1's sets D (types) and P_d (levels per type), static inside jit."""
+  types: tuple
+  levels: tuple  # ((type, (level, ...)), ...)
+
+  @property
+  def levels_by_type(self):
+    return dict(self.levels)
+
+
+def unit_range(images):
+  """uint8 images (as the data pipeline batches them) as float32 in [0, 1]."""
+  return jnp.asarray(images).astype(jnp.float32) / 255.
 
 
 def _per_image(value, batch_size):

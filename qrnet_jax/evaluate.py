@@ -19,17 +19,24 @@ from qrnet_jax.steps import classifier_logits
 EVAL_NOISE_SEED = 1234
 
 
-@functools.partial(jax.jit, static_argnames=('distortion_type', 'max_blur', 'qrnet',
-                                             'classifiers', 'with_qrnet'))
-def _level_sums(params, frozen, batch, key, sigma, *, distortion_type, max_blur, qrnet,
-                classifiers, with_qrnet):
-  clean = batch['image'].astype(jnp.float32) / 255.
+def distorted_at_level(clean, keys, case, sigma, *, types, max_blur):
+  """`clean` at evaluation level (case, sigma): case 0 is clean, case i the i-th of `types`.
+
+  The case is traced (lax.switch), so every level of a run is one compiled program.
+  """
+  def branch(distortion_type):
+    return lambda images: distortions.distort(images, keys, distortion_type, sigma, max_blur)
+  return jax.lax.switch(case, [lambda images: images] + [branch(t) for t in types], clean)
+
+
+@functools.partial(jax.jit, static_argnames=('types', 'max_blur', 'qrnet', 'classifiers',
+                                             'with_qrnet'))
+def _level_sums(params, frozen, batch, key, case, sigma, *, types, max_blur, qrnet, classifiers,
+                with_qrnet):
+  clean = distortions.unit_range(batch['image'])
   mask = batch['mask'].astype(jnp.float32)
-  if distortion_type == 'clean':
-    distorted = clean
-  else:
-    image_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, batch['index'])
-    distorted = distortions.distort(clean, image_keys, distortion_type, sigma, max_blur)
+  image_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, batch['index'])
+  distorted = distorted_at_level(clean, image_keys, case, sigma, types=types, max_blur=max_blur)
   cases = [('none', distorted)]
   if with_qrnet:
     cases.append(('qrnet', qrnet.apply({'params': params['qrnet']}, distorted, train=False)))
@@ -38,9 +45,45 @@ def _level_sums(params, frozen, batch, key, sigma, *, distortion_type, max_blur,
     sums[f'{name}/psnr'] = (pix.psnr(clean, images) * mask).sum()
     sums[f'{name}/ssim'] = (pix.ssim(clean, images) * mask).sum()
     for c in classifiers:
-      logits = classifier_logits(c, frozen[c.name], params['classifiers'].get(c.name, {}), images)
+      logits, _ = classifier_logits(c, frozen[c.name], params['classifiers'].get(c.name, {}),
+                                    images)
       sums[f'{name}/{c.name}/accuracy'] = (losses.correct(logits, batch['label']) * mask).sum()
   return sums
+
+
+def level_cases(spec):
+  """(type, sigma) of every evaluated level: ('clean', 0) first, then each type's levels."""
+  return [('clean', 0.)] + [(t, float(level)) for t in spec.types
+                            for level in spec.levels_by_type[t]]
+
+
+def case_index(spec, distortion_type) -> jax.Array:
+  """distorted_at_level's case of a level: 0 for clean, 1 + its index in spec.types."""
+  return jnp.int32(0 if distortion_type == 'clean' else 1 + spec.types.index(distortion_type))
+
+
+def level_name(distortion_type, sigma) -> str:
+  """'clean', 'noise/20', 'blur/2': the keys of evaluate_by_level's results."""
+  return 'clean' if distortion_type == 'clean' else f'{distortion_type}/{sigma:g}'
+
+
+def max_blur_size(spec):
+  """Kernel size for the strongest blur level of `spec` (None without blur)."""
+  return (distortions.max_blur_kernel_size(spec.levels_by_type['blur'])
+          if 'blur' in spec.types else None)
+
+
+def masked_means(sums_fn, source, mesh, batch_size) -> dict:
+  """The one evaluator: means over every image of `source` of what `sums_fn(batch_number,
+  global_batch)` sums (masked per-image terms, with their 'count'), over all processes."""
+  totals = None
+  batches = data.eval_batches(source, batch_size, jax.process_index(), jax.process_count())
+  for number, batch in enumerate(batches):
+    sums = sums_fn(number, parallel.global_batch(batch, mesh))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = totals.pop('count')
+  return {name: float(value / count) for name, value in totals.items()}
 
 
 def evaluate_by_level(params, frozen, source, *, spec, qrnet, classifiers, mesh, batch_size,
@@ -49,28 +92,44 @@ def evaluate_by_level(params, frozen, source, *, spec, qrnet, classifiers, mesh,
 
   with_qrnet=False: the classifiers on the distorted images alone (no 'qrnet/...' metrics).
   """
-  cases = [('clean', 0.)] + [(t, float(level)) for t in spec.types
-                             for level in spec.levels_by_type[t]]
-  max_blur = (distortions.max_blur_kernel_size(spec.levels_by_type['blur'])
-              if 'blur' in spec.types else None)
+  static = dict(types=spec.types, max_blur=max_blur_size(spec), qrnet=qrnet,
+                classifiers=tuple(classifiers), with_qrnet=with_qrnet)
   results = {}
-  for distortion_type, sigma in cases:
-    totals = None
-    batches = data.eval_batches(source, batch_size, jax.process_index(), jax.process_count())
-    per_process = batch_size // jax.process_count()
-    for number, batch in enumerate(batches):
-      first = number * batch_size + jax.process_index() * per_process
-      batch['index'] = np.arange(first, first + per_process, dtype=np.int32)
-      sums = _level_sums(params, frozen, parallel.global_batch(batch, mesh),
-                         jax.random.PRNGKey(seed),
-                         jnp.float32(sigma), distortion_type=distortion_type, max_blur=max_blur,
-                         qrnet=qrnet, classifiers=tuple(classifiers), with_qrnet=with_qrnet)
-      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    totals = jax.device_get(totals)
-    count = totals.pop('count')
-    name = 'clean' if distortion_type == 'clean' else f'{distortion_type}/{sigma:g}'
-    results[name] = {metric: float(value / count) for metric, value in totals.items()}
+  for distortion_type, sigma in level_cases(spec):
+    case, level = case_index(spec, distortion_type), jnp.float32(sigma)
+    results[level_name(distortion_type, sigma)] = masked_means(
+        lambda _, batch: _level_sums(params, frozen, batch, jax.random.PRNGKey(seed), case, level,
+                                     **static),
+        source, mesh, batch_size)
   return results
+
+
+def restored_samples(params, source, *, spec, qrnet, num_images=4, seed=EVAL_NOISE_SEED):
+  """The first `num_images` test images per level: clean, distorted as evaluate_by_level distorts
+  them (same keys), and restored by QRNet (Figures 1 and 8). uint8 arrays, computed on this
+  process's first device; `params` may be replicated over several processes."""
+  local = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), params['qrnet'])
+  num_images = min(num_images, len(source))
+  batch = next(data.eval_batches(source, num_images))
+  clean = distortions.unit_range(batch['image'])
+  keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.PRNGKey(seed), batch['index'])
+  levels, distorted, restored = [], [], []
+  for distortion_type, sigma in level_cases(spec):
+    levels.append(level_name(distortion_type, sigma))
+    images, output = _distorted_and_restored(
+        local, clean, keys, case_index(spec, distortion_type), jnp.float32(sigma),
+        types=spec.types, max_blur=max_blur_size(spec), qrnet=qrnet)
+    distorted.append(images)
+    restored.append(output)
+  to_uint8 = lambda x: np.asarray(jnp.round(jnp.clip(jnp.stack(x), 0, 1) * 255), np.uint8)
+  return {'levels': np.asarray(levels), 'clean': np.asarray(batch['image'], np.uint8),
+          'distorted': to_uint8(distorted), 'restored': to_uint8(restored)}
+
+
+@functools.partial(jax.jit, static_argnames=('types', 'max_blur', 'qrnet'))
+def _distorted_and_restored(qrnet_params, clean, keys, case, sigma, *, types, max_blur, qrnet):
+  distorted = distorted_at_level(clean, keys, case, sigma, types=types, max_blur=max_blur)
+  return distorted, qrnet.apply({'params': qrnet_params}, distorted, train=False)
 
 
 def _methods(results):

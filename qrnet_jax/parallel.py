@@ -9,6 +9,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from qrnet_jax.errors import ConfigError
+
 DATA_AXIS = 'data'
 
 
@@ -29,7 +31,7 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 def check_batch_divisible(global_batch_size: int, mesh: Mesh, field='config.train.batch_size'):
   devices = mesh.devices.size
   if global_batch_size % devices:
-    raise ValueError(f'{field}={global_batch_size} does not divide by the {devices} devices; '
+    raise ConfigError(f'{field}={global_batch_size} does not divide by the {devices} devices; '
                      f'use a multiple of {devices}')
 
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The main job on the embedded default data, with all its own set-up. Extra arguments go to
-# qrnet_jax.main, e.g. --config.train.max_epochs=2. A rerun resumes from the newest checkpoint.
+# The main job: the embedded reproduction of the paper's suite on Fashion-MNIST (no download), with
+# all its own set-up. Writes $WORKDIR/report.md (default runs/default); a rerun resumes where it
+# stopped. Extra arguments go to qrnet_jax.main, e.g. --only table2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
-exec .venv/bin/python -m qrnet_jax.main --config configs/default.py \
+exec .venv/bin/python -m qrnet_jax.main --config configs/suites/default.py \
   --workdir "${WORKDIR:-runs/default}" "$@"

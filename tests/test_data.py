@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from qrnet_jax import data
+from qrnet_jax.config_validation import ConfigError
 from qrnet_jax.data import fashion_mnist, pipeline
 
 
@@ -110,7 +111,7 @@ def test_validate_data_config_names_the_field():
       (dict(name='tfds'), 'config.data.tfds_name'),
       (dict(name='folder', data_dir='/nonexistent/qrnet'), '/nonexistent/qrnet does not exist'),
   ):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
       data.validate_data_config(ml_collections.ConfigDict({**good, **bad}))
 
 

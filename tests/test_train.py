@@ -17,7 +17,8 @@ import optax
 import pytest
 
 from configs import default
-from qrnet_jax import checkpointing, data, distortions, evaluate, metrics, parallel, steps, train
+from qrnet_jax import (checkpointing, config_validation, data, distortions, evaluate, metrics,
+                       parallel, run_classifiers, steps, train)
 from qrnet_jax.models import QRNet
 from qrnet_jax.models.small import SmallResNet, SmallVGG
 
@@ -247,14 +248,22 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
     ('train.batch_size', 6, 'config.train.batch_size: 6 does not divide by the 4 devices'),
     ('data.image_size', 30, 'config.data.image_size: must be a positive multiple of 16'),
     ('classifiers.small_vgg.arch', 'alexnet', "config.classifiers.small_vgg.arch: unknown"),
+    ('model.dtype', 'float16', "config.model.dtype: unknown dtype 'float16'"),  # no loss scaling
+    ('data.cache', 'ram', "config.data.cache: 'ram'"),  # checked by data.validate_data_config
 ])
 def test_bad_config_fails_before_data_or_compilation(tmp_path, monkeypatch, field, value, message):
   def forbidden(*args, **kwargs):
     raise AssertionError('data loading or compilation started before the config was checked')
   monkeypatch.setattr(train.data, 'load_dataset', forbidden)
   monkeypatch.setattr(jax, 'jit', forbidden)
-  with pytest.raises(ValueError, match=message.replace('(', r'\(')):
+  with pytest.raises(config_validation.ConfigError, match=message.replace('(', r'\(')):
     train.train_and_evaluate(tiny_run_config(**{field: value}), str(tmp_path), jax.devices()[:4])
+
+
+def test_batch_that_does_not_divide_by_the_mesh_is_a_config_error():
+  with pytest.raises(config_validation.ConfigError,
+                     match='config.train.batch_size=6 does not divide by the 4 devices'):
+    parallel.check_batch_divisible(6, parallel.make_mesh(jax.devices()[:4]))
 
 
 def test_cli_names_the_bad_field(tmp_path):
@@ -271,13 +280,13 @@ def test_classifier_checkpoint_is_checked_against_the_config(tmp_path):
   module = SmallVGG(num_classes=4)
   variables = jax.device_get(train.init_variables(module, 0, SIZE))
   convert.save_converted(str(tmp_path), variables, {'arch': 'small_vgg', 'num_classes': 4})
-  loaded = train.load_classifier_checkpoint(str(tmp_path), 'small_vgg', module, 4)
+  loaded = run_classifiers.load_classifier_checkpoint(str(tmp_path), 'small_vgg', module, 4)
   jax.tree.map(np.testing.assert_array_equal, loaded, variables)
   with pytest.raises(ValueError, match='holds small_vgg with 4 classes; the config asks for '
                                        'small_resnet with 4'):
-    train.load_classifier_checkpoint(str(tmp_path), 'small_resnet', module, 4)
+    run_classifiers.load_classifier_checkpoint(str(tmp_path), 'small_resnet', module, 4)
   with pytest.raises(ValueError, match='small_vgg with 10'):
-    train.load_classifier_checkpoint(str(tmp_path), 'small_vgg', SmallVGG(num_classes=10), 10)
+    run_classifiers.load_classifier_checkpoint(str(tmp_path), 'small_vgg', SmallVGG(num_classes=10), 10)
 
 
 def test_missing_imagenet_weights_fail_at_once_naming_the_field(tmp_path, monkeypatch):
@@ -290,7 +299,7 @@ def test_missing_imagenet_weights_fail_at_once_naming_the_field(tmp_path, monkey
   for arch, info in list(fetch.KERAS_WEIGHTS.items()):
     monkeypatch.setitem(fetch.KERAS_WEIGHTS, arch, dataclasses.replace(
         info, url=f'http://127.0.0.1:{port}/{info.filename}'))
-  monkeypatch.setattr(train, 'WEIGHTS_CACHE', str(tmp_path))
+  monkeypatch.setattr(run_classifiers, 'WEIGHTS_CACHE', str(tmp_path))
   monkeypatch.setattr(train.data, 'load_dataset', lambda *a: pytest.fail('loaded data first'))
   config = paper.get_config('method=mqrnet')
   config.data.name, config.data.image_size = 'synthetic', SIZE
@@ -367,25 +376,25 @@ def test_evaluation_does_not_depend_on_batch_size_or_devices():
 
 
 def test_fine_tuned_classifier_trains_on_clean_and_distorted_batches():
-  from qrnet_jax import classifier_training
+  """The one train step without QRNet: a classifier on Algorithm 1's batch, lambda = 1."""
   module = SmallVGG(num_classes=4)
   variables = jax.device_get(train.init_variables(module, 0, SIZE))
   tx = optax.adam(1e-3)
-  state = classifier_training.ClassifierState(
-      step=jnp.zeros((), jnp.int32), trainable=variables['params'], frozen={}, batch_stats=None,
-      opt_state=tx.init(variables['params']))
+  state = steps.create_train_state(None, {'clf': variables['params']}, tx, seed=7)
+  classifier = steps.Classifier('clf', module, weight=1., trainable=tuple(variables['params']))
   batch = next(data.train_batches(tiny_dataset().train, 8, seed=0))
-  rng = jax.random.PRNGKey(7)
-  _, metrics = classifier_training.classifier_train_step(
-      state, batch, module=module, tx=tx, update_batch_stats=False, distortion=SPEC, rng=rng)
+  _, metrics = steps.train_step(state, batch, {'clf': {'params': {}}}, qrnet=None,
+                                classifiers=(classifier,), tx=tx, distortion=SPEC)
   # Independently: Algorithm 1's batch (the sampler with the step's key), then the mean CE.
   clean = jnp.asarray(batch['image'], jnp.float32) / 255.
-  distorted, _, _ = distortions.random_distortion(clean, jax.random.fold_in(rng, 0), SPEC.types,
+  _, distortion_key = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(7), 0))
+  distorted, _, _ = distortions.random_distortion(clean, distortion_key, SPEC.types,
                                                   SPEC.levels_by_type)
   logits = module.apply(variables, jnp.concatenate([clean, distorted]))
   expected = optax.softmax_cross_entropy_with_integer_labels(
       logits, jnp.concatenate([batch['label'], batch['label']])).mean()
   assert float(metrics['loss']) == pytest.approx(float(expected), rel=1e-5)
+  assert 'l1' not in metrics
 
 
 def test_fine_tuned_baseline_run_evaluates_the_classifier_alone(tmp_path):
@@ -400,3 +409,82 @@ def test_fine_tuned_baseline_run_evaluates_the_classifier_alone(tmp_path):
   assert set(summary['test']['blur/10']) == {'none/psnr', 'none/ssim', 'none/small_vgg/accuracy'}
   with open(tmp_path / 'classifiers' / 'small_vgg' / 'classifier.json') as f:
     assert json.load(f)['distortions'] == ['noise', 'blur']
+
+
+def classifier_training_config(**overrides):
+  """A run that only trains a classifier (SmallResNet: its BatchNorm statistics train too)."""
+  config = tiny_run_config(**{'train.max_epochs': 0, 'train.pretrain_epochs': 0,
+                              'train.checkpoint_every_steps': 2, **overrides})
+  config.classifiers = ml_collections.ConfigDict()
+  config.eval_classifiers = ml_collections.ConfigDict(
+      {'clf': default.classifier_config('small_resnet', train_epochs=3)})
+  return config
+
+
+def trained_classifier(workdir):
+  from qrnet_jax.weights import convert
+  path = run_classifiers.trained_classifier_dir(str(workdir), 'clf')
+  with open(os.path.join(path, train.TRAINING_RECORD)) as f:
+    record = json.load(f)
+  return convert.load_converted(path), record
+
+
+class Killed(Exception):
+  pass
+
+
+def test_killed_classifier_training_resumes_to_the_same_variables(tmp_path, monkeypatch):
+  devices = jax.devices()[:1]
+  train.train_and_evaluate(classifier_training_config(), str(tmp_path / 'whole'), devices)
+  whole, whole_record = trained_classifier(tmp_path / 'whole')
+  assert whole_record['epoch'] == 3 and not whole_record['stopped_early']
+  real_jit = steps.jit_train_step
+
+  def dies_at_step_11(mesh, **static):
+    step_fn, calls = real_jit(mesh, **static), []
+    def counted(*args):
+      calls.append(1)
+      if len(calls) == 11:
+        raise Killed()
+      return step_fn(*args)
+    return counted
+  monkeypatch.setattr(steps, 'jit_train_step', dies_at_step_11)
+  killed_dir = tmp_path / 'killed'
+  with pytest.raises(Killed):
+    train.train_and_evaluate(classifier_training_config(), str(killed_dir), devices)
+  clf_dir = run_classifiers.trained_classifier_dir(str(killed_dir), 'clf')
+  per_epoch = data.steps_per_epoch(len(tiny_dataset().train), 8)
+  assert max(committed_steps(clf_dir)) == 10 and 10 % per_epoch  # inside epoch 2
+  assert not run_classifiers.is_trained(clf_dir)
+  monkeypatch.setattr(steps, 'jit_train_step', real_jit)
+  train.train_and_evaluate(classifier_training_config(), str(killed_dir), devices)
+  resumed, resumed_record = trained_classifier(killed_dir)
+  jax.tree.map(np.testing.assert_array_equal, resumed, whole)
+  drop_speed = lambda history: [{**h, 'train': {k: v for k, v in h['train'].items()
+                                                if k != 'images_per_second'}} for h in history]
+  assert drop_speed(resumed_record['history']) == drop_speed(whole_record['history'])
+
+
+def test_classifier_training_stops_early_and_keeps_its_best_epoch(tmp_path, monkeypatch):
+  devices = jax.devices()[:1]
+  real_terms = train.validation_terms
+
+  def validation_losses(*losses):
+    losses = iter(losses)
+    monkeypatch.setattr(train, 'validation_terms', lambda *args, **kwargs: {
+        **real_terms(*args, **kwargs), 'loss': next(losses)})
+  validation_losses(1.0, 0.5)
+  config = classifier_training_config()
+  config.eval_classifiers.clf.train_epochs = 2
+  train.train_and_evaluate(config, str(tmp_path / 'two_epochs'), devices)
+  two_epochs, _ = trained_classifier(tmp_path / 'two_epochs')
+  validation_losses(1.0, 0.5, 0.7, 0.8, 0.9, 1.0)  # best after epoch 2, then worse
+  config = classifier_training_config(**{'train.early_stopping_patience': 2,
+                                         'train.evaluate_test': True})
+  config.eval_classifiers.clf.train_epochs = 6
+  summary = train.train_and_evaluate(config, str(tmp_path / 'stopped'), devices)
+  stopped, record = trained_classifier(tmp_path / 'stopped')
+  assert (record['epoch'], record['best_epoch'], record['stopped_early']) == (4, 2, True)
+  # The classifier it keeps is the best epoch's: the same as a run that ended there.
+  jax.tree.map(np.testing.assert_array_equal, stopped, two_epochs)
+  assert set(summary['test']['noise/20']) == {'none/psnr', 'none/ssim', 'none/clf/accuracy'}

@@ -20,7 +20,9 @@ import dataclasses
 import logging
 import os
 
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from qrnet_jax.data import fashion_mnist as fashion_mnist_lib
 from qrnet_jax.data import folder as folder_lib
@@ -30,6 +32,7 @@ from qrnet_jax.data.pipeline import (CACHE_MODES, ArraySource, ImageSource, Subs
                                      eval_batches, steps_per_epoch, train_batches)
 from qrnet_jax.data.splits import DatasetChangedError, split_indices
 from qrnet_jax.data.synthetic import synthetic_images
+from qrnet_jax.errors import ConfigError
 
 DATASETS = ('synthetic', 'fashion_mnist', 'folder', 'caltech101', 'caltech256', 'tfds')
 
@@ -71,58 +74,58 @@ def _get(data_config, field):
 
 
 def validate_data_config(data_config) -> None:
-  """Raises ValueError naming the field for bad values; reads no data (cheap stat calls only)."""
+  """Raises ConfigError naming the field for bad values; reads no data (cheap stat calls only)."""
   name = data_config.get('name', None)
   if name not in DATASETS:
-    raise ValueError(f'config.data.name: unknown dataset {name!r}; allowed: {DATASETS}')
+    raise ConfigError(f'config.data.name: unknown dataset {name!r}; allowed: {DATASETS}')
   size = data_config.get('image_size', None)
   if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-    raise ValueError(f'config.data.image_size: {size!r}; must be a positive integer')
+    raise ConfigError(f'config.data.image_size: {size!r}; must be a positive integer')
   if _get(data_config, 'resize') not in RESIZE_POLICIES:
-    raise ValueError(f"config.data.resize: {_get(data_config, 'resize')!r}; allowed: "
+    raise ConfigError(f"config.data.resize: {_get(data_config, 'resize')!r}; allowed: "
                      f'{RESIZE_POLICIES}')
   if _get(data_config, 'cache') not in CACHE_MODES:
-    raise ValueError(f"config.data.cache: {_get(data_config, 'cache')!r}; allowed: {CACHE_MODES}")
+    raise ConfigError(f"config.data.cache: {_get(data_config, 'cache')!r}; allowed: {CACHE_MODES}")
   workers = _get(data_config, 'num_workers')
   if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
-    raise ValueError(f'config.data.num_workers: {workers!r}; must be 0 (decode in threads of the '
+    raise ConfigError(f'config.data.num_workers: {workers!r}; must be 0 (decode in threads of the '
                      'main process) or a number of worker processes')
   seed = _get(data_config, 'split_seed')
   if not isinstance(seed, int) or seed < 0:
-    raise ValueError(f'config.data.split_seed: {seed!r}; must be a non-negative integer')
+    raise ConfigError(f'config.data.split_seed: {seed!r}; must be a non-negative integer')
   checksum = _get(data_config, 'archive_checksum')
   if checksum:
     algorithm, _, digest = checksum.partition(':')
     lengths = {'sha256': 64, 'md5': 32}
     if (algorithm.lower() not in lengths or len(digest) != lengths[algorithm.lower()]
         or any(c not in '0123456789abcdefABCDEF' for c in digest)):
-      raise ValueError(f'config.data.archive_checksum: {checksum!r}; expected sha256:<64 hex> or '
+      raise ConfigError(f'config.data.archive_checksum: {checksum!r}; expected sha256:<64 hex> or '
                        'md5:<32 hex>, or empty for the official checksums')
   for field in ('max_train_examples', 'max_eval_examples'):
     value = _get(data_config, field)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-      raise ValueError(f'config.data.{field}: {value!r}; must be 0 (all) or a positive integer')
+      raise ConfigError(f'config.data.{field}: {value!r}; must be 0 (all) or a positive integer')
   data_dir = data_config.get('data_dir', '') or ''
   if name == 'synthetic':
     num_classes = data_config.get('num_classes', 0)
     num_examples = data_config.get('num_examples', 0)
     if not isinstance(num_classes, int) or num_classes < 2:
-      raise ValueError(f'config.data.num_classes: {num_classes!r}; synthetic needs at least 2')
+      raise ConfigError(f'config.data.num_classes: {num_classes!r}; synthetic needs at least 2')
     if not isinstance(num_examples, int) or num_examples < 5 * num_classes:
-      raise ValueError(f'config.data.num_examples: {num_examples!r}; synthetic needs at least '
+      raise ConfigError(f'config.data.num_examples: {num_examples!r}; synthetic needs at least '
                        f'5 per class ({5 * num_classes})')
   elif name in ('folder', 'caltech101', 'caltech256'):
     if not data_dir:
-      raise ValueError(f'config.data.data_dir: empty; dataset {name!r} reads its images from '
+      raise ConfigError(f'config.data.data_dir: empty; dataset {name!r} reads its images from '
                        'that folder')
   elif name == 'tfds':
     if not _get(data_config, 'tfds_name'):
-      raise ValueError("config.data.tfds_name: empty; dataset 'tfds' needs the name of a "
+      raise ConfigError("config.data.tfds_name: empty; dataset 'tfds' needs the name of a "
                        'prepared TFDS dataset')
   # fashion_mnist may fetch its files into a data_dir that does not exist yet.
   if (data_dir and name not in ('synthetic', 'fashion_mnist')
       and not os.path.isdir(os.path.expanduser(data_dir))):
-    raise ValueError(f'config.data.data_dir: {data_dir} does not exist')
+    raise ConfigError(f'config.data.data_dir: {data_dir} does not exist')
 
 
 def _num_workers(data_config):
@@ -276,7 +279,7 @@ def _load_tfds(data_config):
 def load_dataset(data_config, seed: int) -> Dataset:
   """Builds the splits named by `data_config.name` at `data_config.image_size`.
 
-  Raises ValueError / FileNotFoundError naming the field or path for a bad config or missing data,
+  Raises ConfigError / FileNotFoundError naming the field or path for a bad config or missing data,
   and DatasetChangedError (a ValueError) if the data no longer match their saved split.
   """
   validate_data_config(data_config)
@@ -316,3 +319,18 @@ def _load_splits(data_config, seed: int) -> Dataset:
   if data_config.name == 'tfds':
     return _load_tfds(data_config)
   return _load_folder(data_config)
+
+
+def load_dataset_once(config):
+  """The dataset; on several processes, process 0 prepares it first (extracts archives, writes the
+  split file and a disk cache) while the others wait, then they read what it prepared."""
+  if jax.process_count() == 1:
+    return load_dataset(config.data, config.seed)
+  if jax.process_index() == 0:
+    dataset = load_dataset(config.data, config.seed)
+    if config.data.get('cache') == 'disk' and hasattr(dataset.train, 'prepare'):
+      dataset.train.prepare()  # fills the shared cache file the splits read from
+    multihost_utils.sync_global_devices('qrnet_jax: dataset prepared')
+    return dataset
+  multihost_utils.sync_global_devices('qrnet_jax: dataset prepared')
+  return load_dataset(config.data, config.seed)

@@ -6,7 +6,8 @@ Run:
 
 Prints images/s for: decoding in one process (per worker process), the training iterator with
 cache='none' (every batch decoded by grain worker processes), the one-pass cache fill, and the
-training iterator over the filled cache in memory and on disk (memory-mapped .npy).
+training iterator over the filled cache in memory and on disk (memory-mapped .npy). What the
+pipeline must keep up with, the train step, is timed by `python -m qrnet_jax.benchmark`.
 """
 import argparse
 import os
@@ -59,11 +60,6 @@ def main():
   parser.add_argument('--workers', default='', help='comma-separated num_workers values (0: '
                       'threads of the main process); default 0, 1 and the CPU count')
   parser.add_argument('--dir', default='', help='where to write the JPEGs (default: a temp dir)')
-  parser.add_argument('--step_classifiers', default='small_vgg',
-                      help="comma-separated classifiers of the timed train step ('' = none; "
-                      'vgg16 is the paper\'s, slow on a CPU)')
-  parser.add_argument('--step_batch_size', type=int, default=8,
-                      help='clean images per timed train step (0: skip the train step)')
   args = parser.parse_args()
   cpus = os.cpu_count() or 1
   worker_counts = ([int(w) for w in args.workers.split(',')] if args.workers
@@ -108,16 +104,8 @@ def main():
       count, seconds, _ = _epoch(source, args.batch_size, None, epochs=5)
       print(f"warm, train_batches cache='{cache}', 5 epochs: {_rate(count, seconds)}")
 
-  if args.step_batch_size:
-    # What the pipeline must feed: Algorithm 1's train step on this machine, same image size.
-    from qrnet_jax import benchmark  # pylint: disable=import-outside-toplevel
-    archs = [a for a in args.step_classifiers.split(',') if a]
-    compile_s, step_s = benchmark.time_train_step(size, args.step_batch_size, archs, np.float32,
-                                                  num_steps=3)
-    print(f"train step, QRNet + {'+'.join(archs) or 'no classifier'}, float32, batch "
-          f'{args.step_batch_size} clean + {args.step_batch_size} distorted: '
-          f'{args.step_batch_size / step_s:.1f} clean images/s ({2 * args.step_batch_size / step_s:.1f} '
-          f'through QRNet, {1e3 * step_s:.0f} ms a step; compile {compile_s:.0f} s)')
+  print('compare with the train step at the same size: python -m qrnet_jax.benchmark '
+        f'--image_size {size} --batch_size {args.batch_size}')
 
 
 if __name__ == '__main__':

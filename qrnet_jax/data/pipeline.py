@@ -343,15 +343,19 @@ class _EvalBatch:
     start = int(k) * self.global_batch_size
     indices = np.arange(start, start + self.global_batch_size)
     mask = indices < len(self.source)
-    indices = np.where(mask, indices, 0)[self.local]
-    batch = self.source.batch(indices)
+    batch = self.source.batch(np.where(mask, indices, 0)[self.local])
     batch['mask'] = mask[self.local]
+    batch['index'] = indices[self.local].astype(np.int32)  # the image's place in its split
     return batch
 
 
 def eval_batches(source, global_batch_size: int, process_index: int = 0, process_count: int = 1,
                  num_workers: Optional[int] = None) -> Iterator[dict]:
-  """Every image exactly once in order; the last batch is padded and `mask` marks real images."""
+  """Every image exactly once in order; the last batch is padded and `mask` marks real images.
+
+  Each batch carries `index`, every image's position in `source` (what evaluation keys its
+  distortion by, so that an image is distorted alike at any batch size or device count).
+  """
   local = _local_slice(global_batch_size, process_index, process_count)
   if hasattr(source, 'prepare'):
     source.prepare()

@@ -1,0 +1,123 @@
+"""The paper's methods as run configs, for any classifier family (Tables 2-4, Figures 4-8).
+
+`method_config(base, method, ...)` turns a base run config (configs/default.py's fields) into the
+run of one method. Classifiers are given by name and config; a suite (configs/suites/) points each
+one at the run that trained it on clean images (`classifiers_from`), so every method of an
+experiment is compared with the same classifiers.
+
+Methods:
+  classifier             the classifier alone, trained on clean images ("VGG16" in Tables 2, 4).
+  recnet_noise, recnet_blur
+                         RecNet (single): L1 only, one distortion type each (Table 2).
+  recnet                 RecNet (multiple): L1 only, noise and blur (Table 2, Figures 6-8).
+  qrnet                  QRNet + frozen classifier, Eq. (4) (Tables 2, 5, Figures 4, 6-8).
+  small_qrnet            Table 3's small QRNet (one conv per stage).
+  finetuned_noise, finetuned_blur, finetuned
+                         Table 4's fine-tuned classifier (single, single, multiple): trained on
+                         Algorithm 1 batches of clean + distorted images; no restorer.
+  end_to_end             QRNet and the classifier's FC layers trained together (Table 4).
+  mqrnet                 MQRNet: QRNet + two frozen classifiers, Eq. (5) (Figure 6).
+Every restorer is also evaluated with the unseen classifier where one is given (Figure 6).
+"""
+import ml_collections
+
+METHODS = ('classifier', 'recnet_noise', 'recnet_blur', 'recnet', 'qrnet', 'small_qrnet',
+           'finetuned_noise', 'finetuned_blur', 'finetuned', 'end_to_end', 'mqrnet')
+
+
+def _group(**classifiers):
+  return ml_collections.ConfigDict({name: c for name, c in classifiers.items()})
+
+
+def method_config(base, method, *, classifier, second=None, unseen=None):
+  """The run config of `method`.
+
+  Args:
+    base: a full run config (configs/default.py); copied, not changed.
+    method: one of METHODS.
+    classifier: (name, classifier config): the classifier QRNet is trained against (VGG16).
+    second: (name, config): MQRNet's second classifier (InceptionV3); needed for 'mqrnet'.
+    unseen: (name, config): the classifier no restorer is trained against (ResNet50), or None.
+  """
+  if method not in METHODS:
+    raise ValueError(f'unknown method {method!r}; allowed: {", ".join(METHODS)}')
+  config = ml_collections.ConfigDict(base.to_dict())
+  name, c = classifier[0], ml_collections.ConfigDict(classifier[1].to_dict())
+  evaluated = {unseen[0]: unseen[1]} if unseen else {}
+  if method.startswith(('recnet_', 'finetuned_')):
+    config.distortion.types = (method.split('_')[1],)  # "single"
+  if method in ('classifier', 'finetuned_noise', 'finetuned_blur', 'finetuned'):
+    config.train.pretrain_epochs = 0
+    config.train.max_epochs = 0  # no QRNet: the classifier alone faces the distortions
+    c.train_distorted = method != 'classifier'
+    config.classifiers = _group()
+    config.eval_classifiers = _group(**{name: c})
+    return config
+  if method.startswith('recnet'):  # L1 only: the classifiers only evaluate the restored images
+    config.classifiers = _group()
+    config.eval_classifiers = _group(**{name: c}, **(evaluated if method == 'recnet' else {}))
+    return config
+  if method == 'end_to_end':
+    c.trainable = 'fc'
+  config.classifiers = _group(**{name: c})
+  if method == 'mqrnet':
+    if second is None:
+      raise ValueError("method 'mqrnet' needs a second classifier")
+    config.classifiers[second[0]] = ml_collections.ConfigDict(second[1].to_dict())
+  config.model.small = method == 'small_qrnet'
+  config.eval_classifiers = _group(**(evaluated if method in ('qrnet', 'mqrnet') else {}))
+  return config
+
+
+# The tables and figures each method's run feeds: `--only TAG` runs those (and what they need).
+TAGS = {
+    'recnet_noise': ('table2', 'fig4'),
+    'recnet_blur': ('table2', 'fig4'),
+    'recnet': ('table2', 'table5', 'table6', 'fig4', 'fig6', 'fig7', 'fig8'),
+    'qrnet': ('table2', 'table3', 'table4', 'table5', 'table6', 'fig4', 'fig6', 'fig7', 'fig8'),
+    'small_qrnet': ('table3',),
+    'finetuned_noise': ('table4', 'fig5'),
+    'finetuned_blur': ('table4', 'fig5'),
+    'finetuned': ('table4', 'fig5'),
+    'end_to_end': ('table4', 'fig5'),
+    'mqrnet': ('table6', 'fig6'),
+}
+
+
+# A clean-trained classifier's own accuracy, by its role: the tables that show it alone.
+CLASSIFIER_TAGS = {
+    'classifier': ('table2', 'table4', 'fig4', 'fig5', 'fig7'),
+    'second': ('table6', 'fig6'),
+    'unseen': ('table6', 'fig6'),
+}
+
+
+def run_spec(config, tags, classifiers_from=None):
+  """One run of a suite: its full config, the tags it feeds, and {classifier name: run name}
+  for each classifier it reads from the run that trained it."""
+  return ml_collections.ConfigDict(dict(
+      config=config, tags=tuple(tags),
+      classifiers_from=ml_collections.ConfigDict(dict(classifiers_from or {}))))
+
+
+def paper_experiment(base, *, title, classifier, second, unseen, paper=''):
+  """Every run of the paper's experiment on one dataset (Tables 2-6, Figures 4-8).
+
+  The three classifiers are each trained once on clean images (runs `classifier_NAME`); every
+  other run reads them from there. `data_dir`, when set, is every run's data.data_dir.
+  """
+  roles = {'classifier': classifier, 'second': second, 'unseen': unseen}
+  trained_by = {c[0]: f'classifier_{c[0]}' for c in roles.values()}
+  runs = ml_collections.ConfigDict()
+  for role, c in roles.items():
+    runs[trained_by[c[0]]] = run_spec(method_config(base, 'classifier', classifier=c),
+                                      CLASSIFIER_TAGS[role])
+  for method in METHODS[1:]:
+    config = method_config(base, method, classifier=classifier, second=second, unseen=unseen)
+    reads = {name: trained_by[name] for group in ('classifiers', 'eval_classifiers')
+             for name in config[group] if not config[group][name].train_distorted}
+    runs[method] = run_spec(config, TAGS[method], reads)
+  return ml_collections.ConfigDict(dict(
+      title=title, classifier=classifier[0], unseen=unseen[0], paper=paper, data_dir='',
+      runs=runs))
+

@@ -1,0 +1,152 @@
+"""The classifiers of a run: loaded from a checkpoint, or initialised (from the official ImageNet
+weights where asked) and trained first, then split into frozen variables and the part that trains.
+
+A classifier "trained with the original images" trains on the clean training split; with
+`train_distorted` on Algorithm 1's clean + distorted batches instead (Table 4's fine-tuned
+classifiers). The training itself is the run's one loop (`train.fit`, passed in as `train_fn`); its
+result is saved under WORKDIR/classifiers/NAME in the weight converter's format, so it is reused by
+a rerun and is `classifiers.NAME.checkpoint` of other runs.
+"""
+import functools
+import logging
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+
+from qrnet_jax import steps
+from qrnet_jax.models import init_variables
+from qrnet_jax.models import classifiers as classifier_lib
+from qrnet_jax.weights import convert
+
+WEIGHTS_CACHE = os.path.join(os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache')),
+                             'qrnet_jax', 'weights')
+GROUPS = ('classifiers', 'eval_classifiers')
+
+
+def trained_classifier_dir(workdir, name):
+  """Where a run keeps the classifier NAME it trained (its checkpoints, then its variables)."""
+  return os.path.join(workdir, 'classifiers', name)
+
+
+def is_trained(path) -> bool:
+  """Whether `path` holds a classifier saved by `trained_or_saved` (or converted)."""
+  return os.path.isfile(os.path.join(path, convert.INFO_FILE))
+
+
+def imagenet_weight_files(config, workdir) -> dict:
+  """{classifier name: official Keras .h5 path} for classifiers that start from ImageNet weights.
+
+  `keras_h5` is used when set; otherwise the official file is taken from WEIGHTS_CACHE or
+  downloaded there (md5 checked). Offline this fails at once, saying which file to fetch from
+  where and which config field takes its path. Runs before any data loading.
+  """
+  from qrnet_jax import weights  # pylint: disable=g-import-not-at-top
+  files = {}
+  for group in GROUPS:
+    for name, c in sorted(config.get(group, {}).items()):
+      if c.checkpoint or not (c.get('keras_h5') or c.get('imagenet', False)):
+        continue
+      if is_trained(trained_classifier_dir(workdir, name)):
+        continue  # trained by an earlier attempt of this run: resuming needs no download
+      files[name] = c.get('keras_h5') or weights.fetch_weights(
+          c.arch, WEIGHTS_CACHE, field=f'config.{group}.{name}.keras_h5')
+  return files
+
+
+def _init_size(arch):
+  """Image side to initialise a classifier at: its fixed input size, or any (32) if it has none."""
+  return classifier_lib.input_size(arch) or 32
+
+
+def initial_variables(arch, module, num_classes, seed, keras_h5=None):
+  """A classifier's variables before training: the ported ImageNet weights (a new head for
+  `num_classes`), or a random initialisation."""
+  if keras_h5:
+    from qrnet_jax import weights  # pylint: disable=g-import-not-at-top
+    return weights.load_keras_h5(keras_h5, arch, num_classes=num_classes, rng=seed)
+  return jax.device_get(init_variables(module, seed, _init_size(arch)))
+
+
+def load_classifier_checkpoint(path, arch, module, num_classes, field='checkpoint'):
+  """Variables from a converted or trained classifier directory, checked against `module`."""
+  from qrnet_jax.weights import keras_h5  # pylint: disable=g-import-not-at-top
+  info = convert.converted_info(path)
+  if (info.get('arch'), info.get('num_classes')) != (arch, num_classes):
+    raise ValueError(f'{field}: classifier checkpoint {path} holds {info.get("arch")} with '
+                     f'{info.get("num_classes")} classes; the config asks for {arch} with '
+                     f'{num_classes} (the dataset\'s class count)')
+  variables = convert.load_converted(path)
+  expected = jax.eval_shape(functools.partial(init_variables, module, 0, _init_size(arch)))
+  keras_h5.check_structure(variables, expected)
+  return variables
+
+
+def trained_or_saved(path, train_fn, info: dict):
+  """Variables saved at `path`, or `train_fn()`'s result saved there first (so reruns reuse it).
+
+  The format is the weight converter's (`variables/` + `classifier.json` holding `info`).
+  """
+  exists = is_trained(path)
+  if jax.process_count() > 1:  # every process must take the same branch: process 0 decides
+    exists = bool(multihost_utils.broadcast_one_to_all(np.asarray(exists)))
+  if exists:
+    logging.info('reusing the trained classifier at %s', path)
+    return convert.load_converted(path)
+  variables = train_fn()
+  convert.save_converted(path, variables, info)  # Orbax writes once, from the primary process
+  return variables
+
+
+def classifier_seed(config, name) -> int:
+  """One random stream per classifier name, stable across configs."""
+  return config.seed + sum(map(ord, name))
+
+
+def classifier_spec(name, c, module, trainable_names, weight, update_batch_stats=False):
+  return steps.Classifier(name=name, module=module, weight=float(weight),
+                          trainable=tuple(trainable_names),
+                          input_size=classifier_lib.input_size(c.arch),
+                          update_batch_stats=update_batch_stats)
+
+
+def split_variables(variables, trainable_names):
+  """(frozen variables, trainable params): the frozen part keeps every non-param collection."""
+  trainable, frozen_params = steps.split_params(variables['params'], tuple(trainable_names))
+  return {**variables, 'params': frozen_params}, trainable
+
+
+def prepare_classifiers(config, group, dataset, workdir, weight_files, train_fn):
+  """The classifiers of config.GROUP: (static specs, frozen variables, trainable params).
+
+  Each is loaded from `checkpoint`, or else initialised (from its ImageNet weights when given) and
+  trained by `train_fn(name, spec, frozen, trainable, distorted)` -> variables, for
+  `train_epochs` at most, its `clean_trainable` part (saved under WORKDIR/classifiers/NAME).
+  """
+  specs, frozen, trainable = [], {}, {}
+  for name, c in sorted(config.get(group, {}).items()):
+    module = classifier_lib.build_classifier(c.arch, dataset.num_classes,
+                                             dtype=jnp.dtype(config.model.dtype))
+    if c.checkpoint:
+      variables = load_classifier_checkpoint(c.checkpoint, c.arch, module, dataset.num_classes,
+                                             field=f'config.{group}.{name}.checkpoint')
+    else:
+      distorted = c.get('train_distorted', False)
+      initial = initial_variables(c.arch, module, dataset.num_classes,
+                                  classifier_seed(config, name), weight_files.get(name))
+      names = classifier_lib.trainable_parts(c.arch, c.get('clean_trainable', 'all'))
+      every_param = set(names) == set(initial['params'])
+      spec = classifier_spec(name, c, module, names, weight=1.,
+                             update_batch_stats=every_param and 'batch_stats' in initial)
+      variables = trained_or_saved(
+          trained_classifier_dir(workdir, name),
+          lambda: train_fn(name, c, spec, *split_variables(initial, names), distorted),
+          info={'arch': c.arch, 'num_classes': dataset.num_classes,
+                'source': f'trained on {config.data.name} images in {workdir}',
+                'distortions': list(config.distortion.types) if distorted else []})
+    names = classifier_lib.trainable_parts(c.arch, c.trainable)
+    frozen[name], trainable[name] = split_variables(variables, names)
+    specs.append(classifier_spec(name, c, module, names, c.weight))
+  return tuple(specs), frozen, trainable

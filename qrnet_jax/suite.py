@@ -1,0 +1,311 @@
+"""Experiment suites: every run behind the paper's tables, in dependency order, then the report.
+
+A suite config (configs/suites/) holds `experiments` (one per dataset), each with its `runs`: a full
+run config, the tags of the tables and figures it feeds, and `classifiers_from`, the runs whose
+clean-trained classifiers it reads (configs/methods.py builds them). `run_suite` checks every run
+before the first starts, then runs each in WORKDIR/EXPERIMENT/RUN with its own `run.log`: a
+finished run is skipped, an interrupted one resumes from its newest checkpoint, a run whose config
+changed is refused, and a failed run stops the suite naming the run and its log. Then it measures
+latency (Table 4) and writes WORKDIR/report.md, results.json, results.csv and the figures.
+
+  python -m qrnet_jax.main --config configs/suites/default.py --workdir runs/default --only table2
+"""
+import dataclasses
+import functools
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from qrnet_jax import config_validation, latency, metrics, report, run_classifiers, train
+from qrnet_jax.config_validation import ConfigError
+from qrnet_jax.models import QRNet
+
+RUN_LOG = 'run.log'
+RUN_TIME = 'wall_time.json'  # seconds spent in each finished or failed attempt of a run
+SUMMARY = 'summary.json'
+LATENCY = 'latency.json'
+
+
+class SuiteRunError(RuntimeError):
+  """A run of the suite failed; the message names the run and its log."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  experiment: str
+  name: str
+  written: ml_collections.ConfigDict  # as the suite config writes it
+  config: ml_collections.ConfigDict  # with classifier checkpoints pointing at the runs it reads
+  needs: tuple
+  tags: tuple
+  workdir: str
+
+  @property
+  def id(self) -> str:
+    return f'{self.experiment}/{self.name}'
+
+
+def is_suite(config) -> bool:
+  return 'experiments' in config
+
+
+def _field(experiment, run=None):
+  prefix = f'config.experiments.{experiment}'
+  return prefix if run is None else f'{prefix}.runs.{run}'
+
+
+def _resolved(experiment, e, run_name, spec, workdir):
+  """The run's config with each classifier read from the run that trained it (and the
+  experiment's data_dir, where set)."""
+  config = ml_collections.ConfigDict(spec.config.to_dict())
+  if e.get('data_dir'):
+    config.data.data_dir = e.data_dir
+  for name, source in spec.classifiers_from.items():
+    groups = [g for g in ('classifiers', 'eval_classifiers') if name in config[g]]
+    if not groups:
+      raise ConfigError(f'{_field(experiment, run_name)}.classifiers_from.{name}: the run has no '
+                        f'classifier {name!r}')
+    config[groups[0]][name].checkpoint = os.path.join(workdir, experiment, source, 'classifiers',
+                                                      name)
+  return config
+
+
+def _check_source(experiment, run_name, name, source, runs):
+  field = f'{_field(experiment, run_name)}.classifiers_from.{name}'
+  if source not in runs:
+    raise ConfigError(f'{field}: no run {source!r} in {_field(experiment)}.runs; runs: '
+                      f'{", ".join(runs)}')
+  trains = {n: c for g in ('classifiers', 'eval_classifiers')
+            for n, c in runs[source].config[g].items()}
+  if name not in trains or trains[name].checkpoint or name in runs[source].classifiers_from:
+    raise ConfigError(f'{field}: run {source!r} does not train a classifier {name!r}')
+
+
+def plan(suite_config, workdir: str, only: Sequence[str] = ()) -> list:
+  """The runs to execute, each after the runs it reads: those tagged with any of `only` (and
+  what they need), or all. Raises ConfigError naming the field for a bad suite."""
+  all_tags = {t for e in suite_config.experiments.values() for r in e.runs.values()
+              for t in r.tags}
+  unknown = sorted(set(only) - all_tags)
+  if unknown:
+    raise ConfigError(f'--only: unknown table {", ".join(unknown)}; the suite has '
+                      f'{", ".join(sorted(all_tags))}')
+  ordered = []
+  for experiment, e in suite_config.experiments.items():
+    if not e.runs:
+      raise ConfigError(f'{_field(experiment)}.runs: no runs')
+    runs = {}
+    for name, spec in e.runs.items():
+      for classifier, source in spec.classifiers_from.items():
+        _check_source(experiment, name, classifier, source, e.runs)
+      runs[name] = Run(experiment, name, spec.config, _resolved(experiment, e, name, spec, workdir),
+                       needs=tuple(sorted(set(spec.classifiers_from.values()))),
+                       tags=tuple(spec.tags), workdir=os.path.join(workdir, experiment, name))
+    wanted = [n for n, r in runs.items() if not only or set(r.tags) & set(only)]
+    ordered += _dependency_order(runs, wanted, _field(experiment))
+  return ordered
+
+
+def _dependency_order(runs: dict, wanted, field) -> list:
+  order, done, visiting = [], set(), []
+
+  def visit(name):
+    if name in done:
+      return
+    if name in visiting:
+      cycle = ' -> '.join(visiting[visiting.index(name):] + [name])
+      raise ConfigError(f'{field}.runs: the runs read each other\'s classifiers in a cycle: '
+                        f'{cycle}')
+    visiting.append(name)
+    for need in runs[name].needs:
+      visit(need)
+    visiting.pop()
+    done.add(name)
+    order.append(runs[name])
+
+  for name in wanted:
+    visit(name)
+  return order
+
+
+def _unprefixed_check(run: Run, check):
+  """Runs `check`, naming the suite field in a ConfigError (config.x -> config.experiments...)."""
+  try:
+    check()
+  except ConfigError as e:
+    message = str(e)
+    if message.startswith('config.'):
+      message = f'{_field(run.experiment, run.name)}.config.{message[len("config."):]}'
+    raise ConfigError(f'run {run.id}: {message}') from e
+
+
+def is_finished(run: Run) -> bool:
+  """Whether the run wrote its summary with exactly this config."""
+  path = os.path.join(run.workdir, 'config.json')
+  if not os.path.isfile(os.path.join(run.workdir, SUMMARY)) or not os.path.isfile(path):
+    return False
+  with open(path) as f:
+    return f.read() == run.config.to_json_best_effort(indent=2, sort_keys=True)
+
+
+def check_runs(runs: list, num_devices: int):
+  """Every run's config, its agreement with what its workdir holds, and the ImageNet weight
+  files it needs, before the first run starts."""
+  for run in runs:
+    # As written: the classifiers it reads from other runs do not exist yet.
+    _unprefixed_check(run, lambda: config_validation.validate(
+        run.written, num_devices=num_devices, num_processes=jax.process_count()))
+    _unprefixed_check(run, lambda: config_validation.check_config_unchanged(run.config, run.workdir))
+    _unprefixed_check(run, lambda: run_classifiers.imagenet_weight_files(run.config, run.workdir))
+
+
+def execute(run: Run, devices=None) -> dict:
+  """train_and_evaluate in the run's workdir, logging to its run.log; its wall time recorded."""
+  os.makedirs(run.workdir, exist_ok=True)
+  log_path = os.path.join(run.workdir, RUN_LOG)
+  handler = logging.FileHandler(log_path)
+  handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
+  handler.setLevel(logging.INFO)
+  root = logging.getLogger()
+  level = root.level
+  root.addHandler(handler)
+  root.setLevel(min(level, logging.INFO) if level else logging.INFO)
+  start = time.perf_counter()
+  try:
+    return train.train_and_evaluate(run.config, run.workdir, devices)
+  except Exception as e:
+    logging.exception('run %s failed', run.id)
+    raise SuiteRunError(f'run {run.id} failed ({type(e).__name__}: {e}); its log: '
+                        f'{log_path}') from e
+  finally:
+    _add_wall_time(run.workdir, time.perf_counter() - start)
+    root.removeHandler(handler)
+    root.setLevel(level)
+    handler.close()
+
+
+def _add_wall_time(workdir, seconds):
+  path = os.path.join(workdir, RUN_TIME)
+  attempts = _read_json(path) or []
+  metrics.write_json(path, attempts + [round(seconds, 3)])
+
+
+def _read_json(path):
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def run_suite(suite_config, workdir: str, only: Sequence[str] = (), reevaluate: bool = False,
+              devices=None) -> dict:
+  """Runs (or resumes) the suite in `workdir`; returns the results it writes to report.md."""
+  start = time.perf_counter()
+  runs = plan(suite_config, workdir, only)
+  num_devices = len(devices) if devices is not None else jax.device_count()
+  check_runs(runs, num_devices)
+  # Decided once, before any run, so that every process of a multi-host suite agrees.
+  to_run = [r for r in runs if reevaluate or not is_finished(r)]
+  os.makedirs(workdir, exist_ok=True)
+  metrics.write_json(os.path.join(workdir, 'suite_config.json'), suite_config.to_dict())
+  logging.info('suite %s: %d runs selected, %d to run (%s)', workdir, len(runs), len(to_run),
+               ', '.join(r.id for r in to_run) or 'none')
+  for number, run in enumerate(runs, 1):
+    if run not in to_run:
+      logging.info('[%d/%d] %s: finished earlier, skipped', number, len(runs), run.id)
+      continue
+    logging.info('[%d/%d] %s: running (log: %s)', number, len(runs), run.id,
+                 os.path.join(run.workdir, RUN_LOG))
+    execute(run, devices)
+  results = None
+  if jax.process_index() == 0:
+    experiments = [_experiment_results(suite_config, workdir, name)
+                   for name in suite_config.experiments]
+    results = report.write_report(workdir, experiments, _provenance(
+        workdir, time.perf_counter() - start, only))
+    print(f'report: {os.path.join(workdir, "report.md")}', flush=True)
+  return results
+
+
+def _experiment_results(suite_config, workdir, name) -> dict:
+  """What report.write_report takes for one experiment: every finished run's test results."""
+  e = suite_config.experiments[name]
+  runs, image_size = {}, None
+  for run_name, spec in e.runs.items():
+    run_dir = os.path.join(workdir, name, run_name)
+    summary = _read_json(os.path.join(run_dir, SUMMARY))
+    if summary is None:
+      continue
+    image_size = spec.config.data.image_size
+    samples = os.path.join(run_dir, train.SAMPLES_FILE)
+    info = summary['data']
+    runs[run_name] = {
+        'test': summary['test'], 'wall_s': sum(_read_json(os.path.join(run_dir, RUN_TIME)) or []),
+        'samples': samples if os.path.isfile(samples) else None,
+        'images': info.get('used_sizes') or info.get('split_sizes'),
+        'devices': f'{summary["devices"]} x {summary.get("device_kind", "?")}'}
+  classifier_run = f'classifier_{e.classifier}'
+  return {
+      'name': name, 'title': e.title, 'classifier': e.classifier, 'unseen': e.unseen or None,
+      'paper': e.paper or None, 'runs': runs,
+      'latency': (_latency(suite_config, workdir, name, classifier_run)
+                  if classifier_run in runs and 'qrnet' in runs else None),
+      'parameters': {'qrnet': _qrnet_parameters(False), 'small_qrnet': _qrnet_parameters(True)},
+      'image_size': image_size}
+
+
+def _qrnet_parameters(small: bool) -> int:
+  """Table 3's parameter counts (independent of the image size)."""
+  images = jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32)
+  shapes = jax.eval_shape(functools.partial(QRNet(small=small).init, train=False),
+                          jax.random.PRNGKey(0), images)
+  return int(sum(x.size for x in jax.tree.leaves(shapes['params'])))
+
+
+def _latency(suite_config, workdir, name, classifier_run) -> dict:
+  """Table 4's milliseconds per image on this device; measured once per experiment (latency.json),
+  so a re-evaluation gives the same report."""
+  path = os.path.join(workdir, name, LATENCY)
+  measured = _read_json(path)
+  if measured is None:
+    e = suite_config.experiments[name]
+    config = e.runs[classifier_run].config
+    summary = _read_json(os.path.join(workdir, name, classifier_run, SUMMARY))
+    arch = config.eval_classifiers[e.classifier].arch
+    logging.info('measuring the latency of %s and of QRNet + %s', arch, arch)
+    measured = latency.latency_for(
+        arch, summary['data'].get('num_classes', config.data.num_classes),
+        config.data.image_size, dtype=config.model.dtype,
+        batch_sizes=tuple(suite_config.latency.batch_sizes), repeats=suite_config.latency.repeats)
+    metrics.write_json(path, measured)
+  return measured
+
+
+def _git(*args) -> Optional[str]:
+  try:
+    return subprocess.run(['git', *args], cwd=os.path.dirname(__file__), capture_output=True,
+                          text=True, timeout=10, check=True).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return None
+
+
+def _provenance(workdir, wall_s, only) -> dict:
+  status = _git('status', '--porcelain', '--untracked-files=no')
+  return {'commit': _git('rev-parse', 'HEAD'), 'dirty': bool(status) if status is not None
+          else None, 'date': time.strftime('%Y-%m-%d %H:%M:%S %Z'),
+          'command': ' '.join(sys.argv), 'only': list(only), 'workdir': os.path.abspath(workdir),
+          'configs': 'suite_config.json and EXPERIMENT/RUN/config.json in the workdir',
+          'devices': f'{jax.device_count()} x {jax.devices()[0].platform} '
+                     f'{jax.devices()[0].device_kind}',
+          'processes': jax.process_count(), 'jax': jax.__version__,
+          'python': platform.python_version(), 'host': platform.node(),
+          'suite_wall_s_this_invocation': round(wall_s, 1)}

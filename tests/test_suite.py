@@ -1,0 +1,280 @@
+"""Experiment suites end to end: a tiny suite on generated data, its report, a re-evaluation, a
+kill and resume, and the checks that stop a bad suite before its first run."""
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from configs.suites import default as default_suite
+from qrnet_jax import suite, train
+from qrnet_jax.config_validation import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENT = 'fashion_mnist'  # the quick variant keeps the experiment's name, on generated data
+FIGURES = ('fig4', 'fig5', 'fig6', 'fig7', 'fig8')
+TABLES = ('table2', 'table3', 'table4', 'table5', 'table6')
+
+
+def suite_command(workdir, *flags):
+  return [sys.executable, '-m', 'qrnet_jax.main', '--config', 'configs/suites/default.py:quick',
+          '--workdir', str(workdir), *flags]
+
+
+def suite_env():
+  """One device; XLA's -O0 compiles the tiny suite's many programs about twice as fast, and
+  both the whole and the killed suites use it, so their numbers are comparable."""
+  flags = os.environ.get('XLA_FLAGS', '').replace('--xla_force_host_platform_device_count=4', '')
+  return dict(os.environ, PYTHONPATH=ROOT,
+              XLA_FLAGS=f'{flags} --xla_backend_optimization_level=0'.strip())
+
+
+def run_suite_cli(workdir, *flags, timeout=1200):
+  result = subprocess.run(suite_command(workdir, *flags), cwd=ROOT, env=suite_env(),
+                          capture_output=True, text=True, timeout=timeout)
+  assert result.returncode == 0, result.stderr[-4000:]
+  return result
+
+
+def read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+@pytest.fixture(scope='module')
+def tiny_suite(tmp_path_factory):
+  """The whole quick suite (13 runs on generated 16 px images), run once for this module."""
+  workdir = tmp_path_factory.mktemp('suite')
+  result = run_suite_cli(workdir)
+  return workdir, result
+
+
+def markdown_tables(text):
+  """{heading: [[cell, ...], ...]} for every markdown table under a '### ' heading."""
+  tables, heading = {}, None
+  for line in text.splitlines():
+    if line.startswith('### '):
+      heading = line[4:].strip()
+    elif line.startswith('|') and heading is not None and not set(line) <= set('|-: '):
+      tables.setdefault(heading, []).append([c.strip() for c in line.strip('|').split('|')])
+  return tables
+
+
+def level_mean(test, distortion, metric):
+  values = [v[metric] for level, v in test.items() if level.startswith(distortion + '/')]
+  assert len(values) == 5
+  return float(np.mean(values))
+
+
+def test_tiny_suite_writes_every_table_and_figure(tiny_suite):
+  workdir, result = tiny_suite
+  assert f'report: {workdir}/report.md' in result.stdout
+  for name in ('report.md', 'results.json', 'results.csv', 'suite_config.json'):
+    assert os.path.getsize(workdir / name) > 0
+  for figure in FIGURES:
+    with open(workdir / f'{figure}_{EXPERIMENT}.png', 'rb') as f:
+      assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  results = read_json(workdir / 'results.json')
+  experiment = results['experiments'][EXPERIMENT]
+  assert sorted(experiment['runs']) == sorted(default_suite.get_config('quick')
+                                              .experiments[EXPERIMENT].runs)
+  assert set(TABLES) <= set(experiment['tables'])
+  assert experiment['latency']['classifier']['1'] > 0
+  assert experiment['parameters']['qrnet'] == 1_941_139
+  assert results['provenance']['commit'] and results['provenance']['devices']
+
+
+def test_report_numbers_are_the_runs_numbers(tiny_suite):
+  """Every table cell of report.md is the number in results.json, and the table averages are the
+  means over the levels of what each run wrote to its summary.json."""
+  workdir, _ = tiny_suite
+  results = read_json(workdir / 'results.json')['experiments'][EXPERIMENT]
+  markdown = markdown_tables(open(workdir / 'report.md').read())
+  checked = 0
+  for table_name in TABLES:
+    table = results['tables'][table_name]
+    [heading] = [h for h in markdown if h.lower().startswith(table_name.replace('table', 'table '))]
+    header, *rows = markdown[heading]
+    by_method = {row[0]: dict(zip(header, row)) for row in rows}
+    assert sorted(by_method) == sorted(r['method'] for r in table['rows'])
+    for row in table['rows']:
+      for column, value in row['values'].items():
+        cell = by_method[row['method']][column].replace(',', '')
+        if value is None:
+          assert cell in ('—', '')
+          continue
+        decimals = len(cell.split('.')[1]) if '.' in cell else 0
+        assert abs(float(cell) - value) <= 0.5 * 10 ** -decimals + 1e-9, (table_name, row, column)
+        checked += 1
+  assert checked > 60
+  summaries = {run: read_json(workdir / EXPERIMENT / run / 'summary.json')['test']
+               for run in ('qrnet', 'classifier_small_vgg', 'mqrnet')}
+  table2 = {r['method']: r['values'] for r in results['tables']['table2']['rows']}
+  for distortion in ('noise', 'blur'):
+    assert math.isclose(table2['QRNet + small_vgg'][distortion],
+                        level_mean(summaries['qrnet'], distortion, 'qrnet/small_vgg/accuracy'))
+    assert math.isclose(table2['small_vgg'][distortion], level_mean(
+        summaries['classifier_small_vgg'], distortion, 'none/small_vgg/accuracy'))
+  table6 = {r['method']: r['values'] for r in results['tables']['table6']['rows']}
+  assert math.isclose(table6['MQRNet + small_resnet']['noise'],
+                      level_mean(summaries['mqrnet'], 'noise', 'qrnet/small_resnet/accuracy'))
+  # Every method is evaluated on every level; the unseen classifier only evaluates MQRNet.
+  assert len(summaries['mqrnet']) == 11
+  mqrnet_config = read_json(workdir / EXPERIMENT / 'mqrnet' / 'config.json')
+  assert set(mqrnet_config['classifiers']) == {'small_vgg', 'small_inception'}
+  assert set(mqrnet_config['eval_classifiers']) == {'small_resnet'}
+
+
+def test_every_method_reads_the_classifiers_trained_once(tiny_suite):
+  workdir, _ = tiny_suite
+  for run in ('qrnet', 'recnet', 'end_to_end', 'small_qrnet', 'mqrnet'):
+    config = read_json(workdir / EXPERIMENT / run / 'config.json')
+    for group in ('classifiers', 'eval_classifiers'):
+      for name, c in config[group].items():
+        assert c['checkpoint'] == str(workdir / EXPERIMENT / f'classifier_{name}' / 'classifiers'
+                                      / name)
+    assert not os.path.exists(workdir / EXPERIMENT / run / 'classifiers')
+  # Table 4's fine-tuned classifiers train their own, on clean + distorted batches.
+  finetuned = read_json(workdir / EXPERIMENT / 'finetuned' / 'config.json')
+  assert finetuned['eval_classifiers']['small_vgg']['train_distorted']
+  assert os.path.isdir(workdir / EXPERIMENT / 'finetuned' / 'classifiers' / 'small_vgg')
+
+
+def test_second_evaluation_of_the_same_checkpoints_gives_identical_tables(tiny_suite):
+  workdir, _ = tiny_suite
+  before = read_json(workdir / 'results.json')
+  report_before = open(workdir / 'report.md').read()
+  result = run_suite_cli(workdir, '--reevaluate')
+  after = read_json(workdir / 'results.json')
+  assert 'finished earlier, skipped' not in result.stderr  # every run evaluated again
+  for name, experiment in before['experiments'].items():
+    assert after['experiments'][name]['tables'] == experiment['tables']
+    for run, numbers in experiment['runs'].items():
+      assert after['experiments'][name]['runs'][run]['test'] == numbers['test']
+  tables_before = markdown_tables(report_before)
+  tables_after = markdown_tables(open(workdir / 'report.md').read())
+  for heading, rows in tables_before.items():
+    if heading.lower().startswith('table'):
+      assert tables_after[heading] == rows
+
+
+def committed_steps(run_dir):
+  latest = os.path.join(run_dir, 'checkpoints', 'latest')
+  return sorted(int(n) for n in os.listdir(latest) if n.isdigit()) if os.path.isdir(latest) else []
+
+
+def test_killed_suite_resumes_to_the_same_report_numbers(tiny_suite, tmp_path):
+  """Table 3's runs, SIGKILLed inside the QRNet run and restarted, give the whole suite's numbers
+  (the finished classifier runs are skipped on restart)."""
+  whole, _ = tiny_suite
+  workdir = tmp_path / 'killed'
+  process = subprocess.Popen(suite_command(workdir, '--only', 'table3'), cwd=ROOT,
+                             env=suite_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  qrnet_dir = workdir / EXPERIMENT / 'qrnet'
+  deadline = time.time() + 900
+  while time.time() < deadline and process.poll() is None and not committed_steps(qrnet_dir):
+    time.sleep(0.05)
+  assert process.poll() is None, 'the suite ended before it could be killed'
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert committed_steps(qrnet_dir) and not os.path.exists(qrnet_dir / 'summary.json')
+  result = run_suite_cli(workdir, '--only', 'table3')
+  assert re.search(r'classifier_small_vgg: finished earlier, skipped', result.stderr)
+  resumed = read_json(workdir / 'results.json')['experiments'][EXPERIMENT]
+  reference = read_json(whole / 'results.json')['experiments'][EXPERIMENT]
+  assert sorted(resumed['runs']) == ['classifier_small_resnet', 'classifier_small_vgg', 'qrnet',
+                                     'small_qrnet']
+  for run, numbers in resumed['runs'].items():
+    assert numbers['test'] == reference['runs'][run]['test'], run
+  assert resumed['tables']['table3'] == reference['tables']['table3']
+
+
+# Checks that stop a bad suite before its first run (in-process, no training).
+
+def quick_suite():
+  return default_suite.get_config('quick')
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+  def fail(*args, **kwargs):
+    raise AssertionError('a run started')
+  monkeypatch.setattr(train, 'train_and_evaluate', fail)
+
+
+def test_runs_come_after_the_runs_they_read(tmp_path):
+  runs = suite.plan(quick_suite(), str(tmp_path))
+  order = [r.name for r in runs]
+  assert len(order) == 13
+  for run in runs:
+    for need in run.needs:
+      assert order.index(need) < order.index(run.name)
+  only = [r.name for r in suite.plan(quick_suite(), str(tmp_path), only=['table3'])]
+  assert sorted(only) == ['classifier_small_resnet', 'classifier_small_vgg', 'qrnet',
+                          'small_qrnet']
+
+
+@pytest.mark.parametrize('change, message', [
+    (lambda c: c.experiments.fashion_mnist.runs.qrnet.classifiers_from.update(
+        {'small_vgg': 'nowhere'}),
+     r"config.experiments.fashion_mnist.runs.qrnet.classifiers_from.small_vgg: no run 'nowhere'"),
+    (lambda c: c.experiments.fashion_mnist.runs.qrnet.classifiers_from.update(
+        {'small_vgg': 'recnet'}),
+     r"classifiers_from.small_vgg: run 'recnet' does not train a classifier 'small_vgg'"),
+])
+def test_bad_suite_structure_is_refused_naming_the_field(tmp_path, no_training, change, message):
+  config = quick_suite()
+  change(config)
+  with pytest.raises(ConfigError, match=message):
+    suite.run_suite(config, str(tmp_path), devices=jax.devices()[:1])
+
+
+def test_runs_that_read_each_other_are_refused():
+  a = suite.Run('e', 'a', None, None, needs=('b',), tags=(), workdir='')
+  b = suite.Run('e', 'b', None, None, needs=('a',), tags=(), workdir='')
+  with pytest.raises(ConfigError, match=r'config.experiments.e.runs: .* cycle: a -> b -> a'):
+    suite._dependency_order({'a': a, 'b': b}, ['a'], 'config.experiments.e')
+
+
+def test_unknown_table_and_bad_run_field_are_refused_before_any_run(tmp_path, no_training):
+  with pytest.raises(ConfigError, match=r'--only: unknown table table9'):
+    suite.run_suite(quick_suite(), str(tmp_path), only=['table9'])
+  config = quick_suite()
+  config.experiments.fashion_mnist.runs.small_qrnet.config.train.batch_size = 0
+  with pytest.raises(ConfigError, match=r'run fashion_mnist/small_qrnet: config.experiments.'
+                     r'fashion_mnist.runs.small_qrnet.config.train.batch_size: must be a positive'):
+    suite.run_suite(config, str(tmp_path), devices=jax.devices()[:1])
+  assert not os.path.exists(tmp_path / EXPERIMENT)
+
+
+def test_changed_run_config_is_refused(tiny_suite, tmp_path, no_training):
+  workdir, _ = tiny_suite
+  config = quick_suite()
+  config.experiments.fashion_mnist.runs.recnet.config.train.learning_rate = 0.01
+  with pytest.raises(ConfigError, match=r'run fashion_mnist/recnet: .*config.train.learning_rate: '
+                     r'0.001 -> 0.01'):
+    suite.run_suite(config, str(workdir), devices=jax.devices()[:1])
+
+
+def test_failed_run_stops_the_suite_naming_the_run_and_its_log(tmp_path, monkeypatch):
+  def fail(config, workdir, devices=None):
+    import logging  # pylint: disable=g-import-not-at-top
+    logging.info('starting %s', workdir)
+    raise FloatingPointError('loss is nan')
+  monkeypatch.setattr(train, 'train_and_evaluate', fail)
+  with pytest.raises(suite.SuiteRunError) as error:
+    suite.run_suite(quick_suite(), str(tmp_path), devices=jax.devices()[:1])
+  log = tmp_path / EXPERIMENT / 'classifier_small_inception' / 'run.log'
+  assert str(error.value) == (f'run {EXPERIMENT}/classifier_small_inception failed '
+                              f'(FloatingPointError: loss is nan); its log: {log}')
+  text = log.read_text()
+  assert 'starting' in text and 'FloatingPointError: loss is nan' in text
+  assert not os.path.exists(tmp_path / EXPERIMENT / 'classifier_small_resnet')
