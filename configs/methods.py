@@ -64,7 +64,8 @@ def method_config(base, method, *, classifier, second=None, unseen=None):
     if second is None:
       raise ValueError("method 'mqrnet' needs a second classifier")
     config.classifiers[second[0]] = ml_collections.ConfigDict(second[1].to_dict())
-  config.model.small = method == 'small_qrnet'
+  if method == 'small_qrnet':
+    config.model.small = True
   config.eval_classifiers = _group(**(evaluated if method in ('qrnet', 'mqrnet') else {}))
   return config
 
