@@ -55,7 +55,8 @@ def base_config(variant=''):
 
 
 def classifier(arch, variant=''):
-  return (arch, default.classifier_config(arch, train_epochs=1 if variant == 'quick' else 5))
+  return (arch, default.classifier_config(
+      arch, train_epochs={'quick': 1, 'full': 30}.get(variant, 5)))
 
 
 def get_config(variant=''):
