@@ -101,11 +101,12 @@ def run_spec(config, tags, classifiers_from=None):
       classifiers_from=ml_collections.ConfigDict(dict(classifiers_from or {}))))
 
 
-def paper_experiment(base, *, title, classifier, second, unseen, paper=''):
+def paper_experiment(base, *, title, classifier, second, unseen, paper='', finetune_epochs=0):
   """Every run of the paper's experiment on one dataset (Tables 2-6, Figures 4-8).
 
   The three classifiers are each trained once on clean images (runs `classifier_NAME`); every
   other run reads them from there. `data_dir`, when set, is every run's data.data_dir.
+  `finetune_epochs` (0: the classifier's own train_epochs) bounds Table 4's fine-tuning.
   """
   roles = {'classifier': classifier, 'second': second, 'unseen': unseen}
   trained_by = {c[0]: f'classifier_{c[0]}' for c in roles.values()}
@@ -115,6 +116,8 @@ def paper_experiment(base, *, title, classifier, second, unseen, paper=''):
                                       CLASSIFIER_TAGS[role])
   for method in METHODS[1:]:
     config = method_config(base, method, classifier=classifier, second=second, unseen=unseen)
+    if method.startswith('finetuned') and finetune_epochs:
+      config.eval_classifiers[classifier[0]].train_epochs = finetune_epochs
     reads = {name: trained_by[name] for group in ('classifiers', 'eval_classifiers')
              for name in config[group] if not config[group][name].train_distorted}
     runs[method] = run_spec(config, TAGS[method], reads)

@@ -132,6 +132,27 @@ def test_report_numbers_are_the_runs_numbers(tiny_suite):
   assert set(mqrnet_config['eval_classifiers']) == {'small_resnet'}
 
 
+def test_mqrnet_run_evaluates_every_level_with_its_unseen_classifier(tiny_suite):
+  workdir, _ = tiny_suite
+  test = read_json(workdir / EXPERIMENT / 'mqrnet' / 'summary.json')['test']
+  config = default_suite.get_config('quick').experiments[EXPERIMENT].runs.mqrnet.config
+  noise = [f'noise/{s:g}' for s in config.distortion.noise_levels]
+  blur = [f'blur/{s:g}' for s in config.distortion.blur_levels]
+  assert set(test) == {'clean', *noise, *blur}
+  for level in test.values():
+    for name in ('small_vgg', 'small_inception', 'small_resnet'):  # small_resnet: unseen
+      for stage in ('none', 'qrnet'):
+        assert 0. <= level[f'{stage}/{name}/accuracy'] <= 1.
+  # Independent check of the image-quality numbers: noise of sigma 20/255 on mid-range images
+  # has an RMSE a little under 20/255 after clipping, i.e. a PSNR a little over 22.1 dB.
+  assert 22. < test['noise/20']['none/psnr'] < 24.
+  assert test['clean']['none/ssim'] == pytest.approx(1.)
+  psnr = [test[level]['none/psnr'] for level in noise]
+  assert psnr == sorted(psnr, reverse=True)
+  ssim = [test[level]['none/ssim'] for level in blur]
+  assert ssim == sorted(ssim, reverse=True)
+
+
 def test_every_method_reads_the_classifiers_trained_once(tiny_suite):
   workdir, _ = tiny_suite
   for run in ('qrnet', 'recnet', 'end_to_end', 'small_qrnet', 'mqrnet'):

@@ -310,30 +310,6 @@ def test_missing_imagenet_weights_fail_at_once_naming_the_field(tmp_path, monkey
   assert time.time() - start < 30
 
 
-def test_mqrnet_run_evaluates_every_level_with_an_unseen_classifier(tmp_path):
-  from configs import small_mqrnet
-  config = with_overrides(small_mqrnet.get_config(), {
-      **TINY_FLAGS, 'train.max_epochs': 1, 'train.evaluate_test': True,
-      'classifiers.small_inception.train_epochs': 1,
-      'eval_classifiers.small_resnet.train_epochs': 1})
-  summary = train.train_and_evaluate(config, str(tmp_path), jax.devices()[:2])
-  test = summary['test']
-  assert set(test) == {'clean'} | {f'noise/{s:g}' for s in (20, 40, 60, 80, 100)} | {
-      f'blur/{s:g}' for s in (2, 4, 6, 8, 10)}
-  for level in test.values():
-    for name in ('small_vgg', 'small_inception', 'small_resnet'):  # small_resnet: unseen
-      assert 0. <= level[f'qrnet/{name}/accuracy'] <= 1.
-  # Independent check of the image-quality numbers: noise of sigma 20/255 on mid-range images
-  # has an RMSE a little under 20/255 after clipping, i.e. a PSNR a little over 22.1 dB.
-  assert 22. < test['noise/20']['none/psnr'] < 24.
-  assert test['clean']['none/ssim'] == pytest.approx(1.)
-  psnr = [test[f'noise/{s}']['none/psnr'] for s in (20, 40, 60, 80, 100)]
-  assert psnr == sorted(psnr, reverse=True)
-  # On 16 px images blur from sigma 6 up is near-total; only the ends are ordered for sure.
-  assert test['blur/2']['none/ssim'] > test['blur/10']['none/ssim']
-  assert os.path.getsize(tmp_path / 'accuracy_by_level.png') > 10_000
-
-
 def test_rerun_with_a_trajectory_changing_config_is_refused(tmp_path):
   train.train_and_evaluate(tiny_run_config(**{'train.max_epochs': 1}), str(tmp_path),
                            jax.devices()[:1])
@@ -395,20 +371,6 @@ def test_fine_tuned_classifier_trains_on_clean_and_distorted_batches():
       logits, jnp.concatenate([batch['label'], batch['label']])).mean()
   assert float(metrics['loss']) == pytest.approx(float(expected), rel=1e-5)
   assert 'l1' not in metrics
-
-
-def test_fine_tuned_baseline_run_evaluates_the_classifier_alone(tmp_path):
-  config = tiny_run_config(**{'train.max_epochs': 0, 'train.pretrain_epochs': 0,
-                              'train.evaluate_test': True})
-  finetuned = config.classifiers.small_vgg
-  finetuned.train_distorted = True
-  config.classifiers = ml_collections.ConfigDict()
-  config.eval_classifiers.small_vgg = finetuned
-  summary = train.train_and_evaluate(config, str(tmp_path), jax.devices()[:1])
-  assert summary['final_step'] == 0 and summary['history'] == []
-  assert set(summary['test']['blur/10']) == {'none/psnr', 'none/ssim', 'none/small_vgg/accuracy'}
-  with open(tmp_path / 'classifiers' / 'small_vgg' / 'classifier.json') as f:
-    assert json.load(f)['distortions'] == ['noise', 'blur']
 
 
 def classifier_training_config(**overrides):
