@@ -154,9 +154,17 @@ def _flat(tree, prefix=''):
   return {prefix[:-1]: tree}
 
 
+CONFIG_FILE = 'config.json'  # the resolved config of a run, in its workdir
+
+
+def config_json(config) -> str:
+  """The resolved config as a run writes it to WORKDIR/config.json."""
+  return config.to_json_best_effort(indent=2, sort_keys=True)
+
+
 def check_config_unchanged(config, workdir):
   """Stops a rerun in `workdir` whose config would change the run it resumes."""
-  path = os.path.join(workdir, 'config.json')
+  path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.isfile(path):
     return
   with open(path) as f:

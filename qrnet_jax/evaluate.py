@@ -19,6 +19,11 @@ from qrnet_jax.steps import classifier_logits
 EVAL_NOISE_SEED = 1234
 
 
+def image_keys(key, index):
+  """One key per image, from its index in its split: its distortion is the same in any batch."""
+  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, index)
+
+
 def distorted_at_level(clean, keys, case, sigma, *, types, max_blur):
   """`clean` at evaluation level (case, sigma): case 0 is clean, case i the i-th of `types`.
 
@@ -35,8 +40,8 @@ def _level_sums(params, frozen, batch, key, case, sigma, *, types, max_blur, qrn
                 with_qrnet):
   clean = distortions.unit_range(batch['image'])
   mask = batch['mask'].astype(jnp.float32)
-  image_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, batch['index'])
-  distorted = distorted_at_level(clean, image_keys, case, sigma, types=types, max_blur=max_blur)
+  distorted = distorted_at_level(clean, image_keys(key, batch['index']), case, sigma, types=types,
+                                 max_blur=max_blur)
   cases = [('none', distorted)]
   if with_qrnet:
     cases.append(('qrnet', qrnet.apply({'params': params['qrnet']}, distorted, train=False)))
@@ -112,7 +117,7 @@ def restored_samples(params, source, *, spec, qrnet, num_images=4, seed=EVAL_NOI
   num_images = min(num_images, len(source))
   batch = next(data.eval_batches(source, num_images))
   clean = distortions.unit_range(batch['image'])
-  keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.PRNGKey(seed), batch['index'])
+  keys = image_keys(jax.random.PRNGKey(seed), batch['index'])
   levels, distorted, restored = [], [], []
   for distortion_type, sigma in level_cases(spec):
     levels.append(level_name(distortion_type, sigma))

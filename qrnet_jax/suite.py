@@ -137,7 +137,7 @@ def _dependency_order(runs: dict, wanted, field) -> list:
   return order
 
 
-def _unprefixed_check(run: Run, check):
+def _as_suite_field(run: Run, check):
   """Runs `check`, naming the suite field in a ConfigError (config.x -> config.experiments...)."""
   try:
     check()
@@ -150,11 +150,11 @@ def _unprefixed_check(run: Run, check):
 
 def is_finished(run: Run) -> bool:
   """Whether the run wrote its summary with exactly this config."""
-  path = os.path.join(run.workdir, 'config.json')
+  path = os.path.join(run.workdir, config_validation.CONFIG_FILE)
   if not os.path.isfile(os.path.join(run.workdir, SUMMARY)) or not os.path.isfile(path):
     return False
   with open(path) as f:
-    return f.read() == run.config.to_json_best_effort(indent=2, sort_keys=True)
+    return f.read() == config_validation.config_json(run.config)
 
 
 def check_runs(runs: list, num_devices: int):
@@ -162,10 +162,11 @@ def check_runs(runs: list, num_devices: int):
   files it needs, before the first run starts."""
   for run in runs:
     # As written: the classifiers it reads from other runs do not exist yet.
-    _unprefixed_check(run, lambda: config_validation.validate(
+    _as_suite_field(run, lambda: config_validation.validate(
         run.written, num_devices=num_devices, num_processes=jax.process_count()))
-    _unprefixed_check(run, lambda: config_validation.check_config_unchanged(run.config, run.workdir))
-    _unprefixed_check(run, lambda: run_classifiers.imagenet_weight_files(run.config, run.workdir))
+    _as_suite_field(run, lambda: config_validation.check_config_unchanged(run.config,
+                                                                          run.workdir))
+    _as_suite_field(run, lambda: run_classifiers.imagenet_weight_files(run.config, run.workdir))
 
 
 def execute(run: Run, devices=None) -> dict:

@@ -220,8 +220,8 @@ def phases_for(mesh, *, qrnet, classifiers, tx, spec, batch_size, pretrain_epoch
 
 def _save_config(config, workdir):
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    with open(os.path.join(workdir, config_validation.CONFIG_FILE), 'w') as f:
+      f.write(config_validation.config_json(config))
 
 
 def _classifier_trainer(config, dataset, mesh, workdir):
