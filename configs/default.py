@@ -73,7 +73,7 @@ def get_config():
 
 
 def classifier_config(arch, weight=0.01, trainable='none', checkpoint='', train_epochs=8,
-                      imagenet=False, train_distorted=False):
+                      imagenet=False, train_distorted=False, init_checkpoint=''):
   """A classifier of Eq. (5).
 
   Args:
@@ -86,8 +86,11 @@ def classifier_config(arch, weight=0.01, trainable='none', checkpoint='', train_
       `keras_h5`, or else fetched into ~/.cache/qrnet_jax/weights (vgg16, inception_v3, resnet50).
     train_distorted: train it on Algorithm 1 batches of clean + distorted images (config.distortion)
       instead of clean images: Table 4's fine-tuned classifiers.
+    init_checkpoint: start that training from this classifier checkpoint (e.g. the one trained on
+      clean images, which Table 4's fine-tuning starts from) instead of ImageNet weights or a
+      random initialisation.
   """
   return ml_collections.ConfigDict(dict(
       arch=arch, weight=weight, trainable=trainable, checkpoint=checkpoint,
       train_epochs=train_epochs, learning_rate=1e-3, imagenet=imagenet, keras_h5='',
-      clean_trainable='all', train_distorted=train_distorted))
+      clean_trainable='all', train_distorted=train_distorted, init_checkpoint=init_checkpoint))

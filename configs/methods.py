@@ -14,7 +14,8 @@ Methods:
   small_qrnet            Table 3's small QRNet (one conv per stage).
   finetuned_noise, finetuned_blur, finetuned
                          Table 4's fine-tuned classifier (single, single, multiple): trained on
-                         Algorithm 1 batches of clean + distorted images; no restorer.
+                         Algorithm 1 batches of clean + distorted images (in a suite, starting
+                         from the clean-trained classifier); no restorer.
   end_to_end             QRNet and the classifier's FC layers trained together (Table 4).
   mqrnet                 MQRNet: QRNet + two frozen classifiers, Eq. (5) (Figure 6).
 Every restorer is also evaluated with the unseen classifier where one is given (Figure 6).
@@ -105,7 +106,7 @@ def paper_experiment(base, *, title, classifier, second, unseen, paper='', finet
   """Every run of the paper's experiment on one dataset (Tables 2-6, Figures 4-8).
 
   The three classifiers are each trained once on clean images (runs `classifier_NAME`); every
-  other run reads them from there. `data_dir`, when set, is every run's data.data_dir.
+  other run reads them from there (Table 4's fine-tuned classifiers start from them). `data_dir`, when set, is every run's data.data_dir.
   `finetune_epochs` (0: the classifier's own train_epochs) bounds Table 4's fine-tuning.
   """
   roles = {'classifier': classifier, 'second': second, 'unseen': unseen}
@@ -116,10 +117,13 @@ def paper_experiment(base, *, title, classifier, second, unseen, paper='', finet
                                       CLASSIFIER_TAGS[role])
   for method in METHODS[1:]:
     config = method_config(base, method, classifier=classifier, second=second, unseen=unseen)
-    if method.startswith('finetuned') and finetune_epochs:
-      config.eval_classifiers[classifier[0]].train_epochs = finetune_epochs
+    if method.startswith('finetuned'):  # fine-tunes the clean-trained classifier it reads
+      finetuned = config.eval_classifiers[classifier[0]]
+      finetuned.imagenet, finetuned.keras_h5 = False, ''
+      if finetune_epochs:
+        finetuned.train_epochs = finetune_epochs
     reads = {name: trained_by[name] for group in ('classifiers', 'eval_classifiers')
-             for name in config[group] if not config[group][name].train_distorted}
+             for name in config[group]}
     runs[method] = run_spec(config, TAGS[method], reads)
   return ml_collections.ConfigDict(dict(
       title=title, classifier=classifier[0], unseen=unseen[0], paper=paper, data_dir='',

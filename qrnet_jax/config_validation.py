@@ -86,8 +86,9 @@ def _validate_distortion(config):
 
 def _validate_classifiers(config):
   entries = [f'classifiers.{name}' for name in _get(config, 'classifiers')]
-  # Optional groups and fields (eval_classifiers, imagenet, keras_h5, clean_trainable) may be
-  # absent from configs written before they existed; the rest every classifier_config() has.
+  # Optional groups and fields (eval_classifiers, imagenet, keras_h5, clean_trainable,
+  # init_checkpoint) may be absent from configs written before they existed; the rest every
+  # classifier_config() has.
   for name in config.get('eval_classifiers', {}):
     field = f'eval_classifiers.{name}'
     _require(name not in config.classifiers, field,
@@ -109,9 +110,17 @@ def _validate_classifiers(config):
       _require(partition in classifier_lib.PARTITIONS, f'{field}.{partition_field}',
                f'unknown partition {partition!r}; allowed: {", ".join(classifier_lib.PARTITIONS)}')
     checkpoint = _get(config, f'{field}.checkpoint')
-    for path_field, path in (('checkpoint', checkpoint), ('keras_h5', c.get('keras_h5', ''))):
+    init_checkpoint = c.get('init_checkpoint', '')
+    for path_field, path in (('checkpoint', checkpoint), ('keras_h5', c.get('keras_h5', '')),
+                             ('init_checkpoint', init_checkpoint)):
       _require(not path or os.path.exists(path), f'{field}.{path_field}',
                f'no such file or directory: {path}')
+    _require(not (init_checkpoint and checkpoint), f'{field}.init_checkpoint',
+             'a classifier with a trained checkpoint is not trained again; set one of checkpoint '
+             'and init_checkpoint')
+    _require(not (init_checkpoint and (c.get('imagenet', False) or c.get('keras_h5', ''))),
+             f'{field}.init_checkpoint', 'training starts from init_checkpoint or from the ImageNet '
+             'weights (imagenet, keras_h5), not both')
     if c.get('imagenet', False) or c.get('keras_h5', ''):
       from qrnet_jax import weights  # pylint: disable=g-import-not-at-top
       _require(arch in weights.KERAS_WEIGHTS, f'{field}.imagenet',

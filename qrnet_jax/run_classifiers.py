@@ -47,7 +47,8 @@ def imagenet_weight_files(config, workdir) -> dict:
   files = {}
   for group in GROUPS:
     for name, c in sorted(config.get(group, {}).items()):
-      if c.checkpoint or not (c.get('keras_h5') or c.get('imagenet', False)):
+      if (c.checkpoint or c.get('init_checkpoint')
+          or not (c.get('keras_h5') or c.get('imagenet', False))):
         continue
       if is_trained(trained_classifier_dir(workdir, name)):
         continue  # trained by an earlier attempt of this run: resuming needs no download
@@ -121,8 +122,8 @@ def split_variables(variables, trainable_names):
 def prepare_classifiers(config, group, dataset, workdir, weight_files, train_fn):
   """The classifiers of config.GROUP: (static specs, frozen variables, trainable params).
 
-  Each is loaded from `checkpoint`, or else initialised (from its ImageNet weights when given) and
-  trained by `train_fn(name, spec, frozen, trainable, distorted)` -> variables, for
+  Each is loaded from `checkpoint`, or else initialised (from `init_checkpoint`, or its ImageNet
+  weights when given) and trained by `train_fn(name, spec, frozen, trainable, distorted)` -> variables, for
   `train_epochs` at most, its `clean_trainable` part (saved under WORKDIR/classifiers/NAME).
   """
   specs, frozen, trainable = [], {}, {}
@@ -134,8 +135,13 @@ def prepare_classifiers(config, group, dataset, workdir, weight_files, train_fn)
                                              field=f'config.{group}.{name}.checkpoint')
     else:
       distorted = c.get('train_distorted', False)
-      initial = initial_variables(c.arch, module, dataset.num_classes,
-                                  classifier_seed(config, name), weight_files.get(name))
+      if c.get('init_checkpoint'):
+        initial = load_classifier_checkpoint(c.init_checkpoint, c.arch, module,
+                                             dataset.num_classes,
+                                             field=f'config.{group}.{name}.init_checkpoint')
+      else:
+        initial = initial_variables(c.arch, module, dataset.num_classes,
+                                    classifier_seed(config, name), weight_files.get(name))
       names = classifier_lib.trainable_parts(c.arch, c.get('clean_trainable', 'all'))
       every_param = set(names) == set(initial['params'])
       spec = classifier_spec(name, c, module, names, weight=1.,

@@ -2,8 +2,9 @@
 
 A suite config (configs/suites/) holds `experiments` (one per dataset), each with its `runs`: a full
 run config, the tags of the tables and figures it feeds, and `classifiers_from`, the runs whose
-clean-trained classifiers it reads (configs/methods.py builds them). `run_suite` checks every run
-before the first starts, then runs each in WORKDIR/EXPERIMENT/RUN with its own `run.log`: a
+clean-trained classifiers it reads (configs/methods.py builds them): as they are, or as the start
+of a run that fine-tunes them on distorted images (Table 4). `run_suite` checks every run before
+the first starts, then runs each in WORKDIR/EXPERIMENT/RUN with its own `run.log`: a
 finished run is skipped, an interrupted one resumes from its newest checkpoint, a run whose config
 changed is refused, and a failed run stops the suite naming the run and its log. Then it measures
 latency (Table 4) and writes WORKDIR/report.md, results.json, results.csv and the figures.
@@ -64,8 +65,9 @@ def _field(experiment, run=None):
 
 
 def _resolved(experiment, e, run_name, spec, workdir):
-  """The run's config with each classifier read from the run that trained it (and the
-  experiment's data_dir, where set)."""
+  """The run's config with each classifier read from the run that trained it (its `checkpoint`,
+  or its `init_checkpoint` where the run fine-tunes it on distorted images), and the experiment's
+  data_dir, where set."""
   config = ml_collections.ConfigDict(spec.config.to_dict())
   if e.get('data_dir'):
     config.data.data_dir = e.data_dir
@@ -74,8 +76,13 @@ def _resolved(experiment, e, run_name, spec, workdir):
     if not groups:
       raise ConfigError(f'{_field(experiment, run_name)}.classifiers_from.{name}: the run has no '
                         f'classifier {name!r}')
-    config[groups[0]][name].checkpoint = os.path.join(workdir, experiment, source, 'classifiers',
-                                                      name)
+    c = config[groups[0]][name]
+    field = 'init_checkpoint' if c.get('train_distorted', False) else 'checkpoint'
+    if field == 'init_checkpoint' and (c.get('imagenet', False) or c.get('keras_h5', '')):
+      raise ConfigError(f'{_field(experiment, run_name)}.config.{groups[0]}.{name}.imagenet: the '
+                        f'run fine-tunes {name!r} from run {source!r} (classifiers_from), not from '
+                        'ImageNet weights; set imagenet=False and keras_h5=""')
+    c[field] = os.path.join(workdir, experiment, source, 'classifiers', name)
   return config
 
 

@@ -162,10 +162,15 @@ def test_every_method_reads_the_classifiers_trained_once(tiny_suite):
         assert c['checkpoint'] == str(workdir / EXPERIMENT / f'classifier_{name}' / 'classifiers'
                                       / name)
     assert not os.path.exists(workdir / EXPERIMENT / run / 'classifiers')
-  # Table 4's fine-tuned classifiers train their own, on clean + distorted batches.
-  finetuned = read_json(workdir / EXPERIMENT / 'finetuned' / 'config.json')
-  assert finetuned['eval_classifiers']['small_vgg']['train_distorted']
-  assert os.path.isdir(workdir / EXPERIMENT / 'finetuned' / 'classifiers' / 'small_vgg')
+  # Table 4's fine-tuned classifiers train their own on clean + distorted batches, starting from
+  # the clean-trained one.
+  for run in ('finetuned_noise', 'finetuned_blur', 'finetuned'):
+    finetuned = read_json(workdir / EXPERIMENT / run / 'config.json')['eval_classifiers']
+    assert finetuned['small_vgg']['train_distorted']
+    assert finetuned['small_vgg']['checkpoint'] == ''
+    assert finetuned['small_vgg']['init_checkpoint'] == str(
+        workdir / EXPERIMENT / 'classifier_small_vgg' / 'classifiers' / 'small_vgg')
+    assert os.path.isdir(workdir / EXPERIMENT / run / 'classifiers' / 'small_vgg')
 
 
 def test_second_evaluation_of_the_same_checkpoints_gives_identical_tables(tiny_suite):

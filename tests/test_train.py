@@ -289,6 +289,37 @@ def test_classifier_checkpoint_is_checked_against_the_config(tmp_path):
     run_classifiers.load_classifier_checkpoint(str(tmp_path), 'small_vgg', SmallVGG(num_classes=10), 10)
 
 
+def test_finetuning_starts_from_init_checkpoint(tmp_path):
+  """Table 4's fine-tuned classifier starts from the clean-trained one's variables, all of them."""
+  from qrnet_jax.weights import convert
+  dataset = tiny_dataset()
+  module = SmallVGG(num_classes=dataset.num_classes)
+  clean = jax.device_get(train.init_variables(module, 7, SIZE))
+  convert.save_converted(str(tmp_path / 'clean'), clean,
+                         {'arch': 'small_vgg', 'num_classes': dataset.num_classes})
+  config = default.get_config()
+  config.classifiers = ml_collections.ConfigDict()
+  config.eval_classifiers = ml_collections.ConfigDict(dict(small_vgg=default.classifier_config(
+      'small_vgg', train_distorted=True, init_checkpoint=str(tmp_path / 'clean'))))
+  config_validation.validate(config)
+  started_from = []
+
+  def capture(name, c, spec, frozen, trainable, distorted):
+    started_from.append(({**frozen, 'params': {**frozen['params'], **trainable}}, distorted))
+    return started_from[-1][0]
+
+  run_classifiers.prepare_classifiers(config, 'eval_classifiers', dataset, str(tmp_path / 'run'),
+                                      {}, capture)
+  (variables, distorted), = started_from
+  assert distorted
+  jax.tree.map(np.testing.assert_array_equal, variables, clean)
+  config.eval_classifiers.small_vgg.imagenet = True
+  with pytest.raises(config_validation.ConfigError,
+                     match='eval_classifiers.small_vgg.init_checkpoint: training starts from '
+                           'init_checkpoint or from the ImageNet weights'):
+    config_validation.validate(config)
+
+
 def test_missing_imagenet_weights_fail_at_once_naming_the_field(tmp_path, monkeypatch):
   from configs import paper
   from qrnet_jax.weights import fetch
