@@ -43,6 +43,8 @@ def get_config():
   config.model.small = False
   config.model.dropout_rate = 0.2
   config.model.dtype = 'float32'
+  # Convolutions: 'auto' (oneDNN on CPU when built, else XLA), 'xla' or 'onednn'. qrnet_jax/ops.
+  config.model.conv_impl = 'auto'
 
   config.distortion = ml_collections.ConfigDict()
   config.distortion.types = ('noise', 'blur')

@@ -9,6 +9,7 @@ from qrnet_jax import distortions
 from qrnet_jax.errors import ConfigError  # re-exported: config_validation.ConfigError
 from qrnet_jax.models import classifiers as classifier_lib
 from qrnet_jax.models.qrnet import SIZE_MULTIPLE
+from qrnet_jax.ops import conv, onednn
 
 # No float16: training has no loss scaling, which float16 gradients would need.
 DTYPES = ('float32', 'bfloat16')
@@ -68,6 +69,12 @@ def _validate_model(config):
            f'must be in [0, 1), got {rate!r}')
   _require(_get(config, 'model.dtype') in DTYPES, 'model.dtype',
            f'unknown dtype {config.model.dtype!r}; allowed: {", ".join(DTYPES)}')
+  conv_impl = _get(config, 'model.conv_impl')
+  _require(conv_impl in conv.CONV_IMPLS, 'model.conv_impl',
+           f'unknown conv_impl {conv_impl!r}; allowed: {", ".join(conv.CONV_IMPLS)}')
+  _require(conv_impl != 'onednn' or onednn.available(), 'model.conv_impl',
+           'onednn, but the oneDNN extension is not built on this machine (bash '
+           'scripts/setup_env.sh builds it on x86_64 Linux); use auto or xla')
 
 
 def _validate_distortion(config):

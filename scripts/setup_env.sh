@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Idempotent set-up on a fresh machine: Debian data package (where apt exists), a virtual
-# environment in .venv with the pinned requirements. Sourced by the other scripts.
+# Idempotent set-up on a fresh machine: Debian packages (where apt exists), a virtual environment
+# in .venv with the pinned requirements, the oneDNN convolution extension (x86_64 Linux; without it
+# everything runs on XLA's convolutions). Sourced by the other scripts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
-# Fashion-MNIST, the embedded default dataset, ships in Debian's dataset-fashion-mnist.
-if [[ ! -d /usr/share/datasets/fashion-mnist ]] && command -v apt-get >/dev/null; then
+# Fashion-MNIST, the embedded default dataset, ships in Debian's dataset-fashion-mnist; oneDNN
+# (Debian 12's libdnnl-dev 2.6.3, OpenMP threads) for qrnet_jax/ops/onednn_conv.cc.
+debian_packages=()
+[[ -d /usr/share/datasets/fashion-mnist ]] || debian_packages+=(dataset-fashion-mnist)
+[[ -f /usr/include/oneapi/dnnl/dnnl.hpp || $(uname -m) != x86_64 ]] || debian_packages+=(libdnnl-dev)
+if (( ${#debian_packages[@]} )) && command -v apt-get >/dev/null; then
   SUDO=$([[ $(id -u) -eq 0 ]] && echo "" || echo "sudo")
-  { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist; } \
-    >/dev/null 2>&1 || echo "note: could not install dataset-fashion-mnist with apt-get" >&2
+  { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${debian_packages[@]}"; } \
+    >/dev/null 2>&1 || echo "note: could not install ${debian_packages[*]} with apt-get" >&2
 fi
 
 if [[ ! -x .venv/bin/python ]]; then
@@ -22,4 +27,10 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r requirements.txt
   echo "$want" > "$stamp"
+fi
+
+# oneDNN convolutions (config.model.conv_impl); rebuilt only when their source changed.
+if [[ $(uname -sm) == "Linux x86_64" ]]; then
+  PYTHON=.venv/bin/python bash qrnet_jax/ops/build.sh >.venv/onednn_build.log 2>&1 \
+    || echo "note: oneDNN convolutions not built (see .venv/onednn_build.log); using XLA's" >&2
 fi

@@ -11,6 +11,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from qrnet_jax.ops.conv import Conv
+
 BN_EPSILON = 1e-3  # Keras' BatchNormalization default, used by its InceptionV3.
 
 
@@ -50,8 +52,8 @@ class InceptionV3(nn.Module):
     def conv_bn(x, filters, kernel_hw, strides=1, padding='SAME'):
       """Keras' `conv2d_bn`: conv without bias, BN without scale, ReLU."""
       i = next(index)
-      x = nn.Conv(filters, kernel_hw, strides=(strides, strides), padding=padding,
-                  use_bias=False, dtype=self.dtype, name=f'conv2d_{i}')(x)
+      x = Conv(filters, kernel_hw, strides=(strides, strides), padding=padding,
+               use_bias=False, dtype=self.dtype, name=f'conv2d_{i}')(x)
       x = nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=BN_EPSILON,
                        use_scale=False, dtype=self.dtype, name=f'batch_normalization_{i}')(x)
       return nn.relu(x)

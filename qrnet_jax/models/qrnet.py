@@ -4,6 +4,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from qrnet_jax.ops.conv import Conv
+
 # Channels per encoder stage; the bottleneck has twice the last (256). Table 1.
 ENCODER_CHANNELS = (16, 32, 64, 128)
 BOTTLENECK_CHANNELS = 256
@@ -52,8 +54,8 @@ class QRNet(nn.Module):
   dtype: Any = jnp.float32
 
   def _conv(self, features, name, kernel_size=3):
-    return nn.Conv(features, (kernel_size, kernel_size), padding='SAME', kernel_init=he_normal,
-                   dtype=self.dtype, name=name)
+    return Conv(features, (kernel_size, kernel_size), padding='SAME', kernel_init=he_normal,
+                dtype=self.dtype, name=name)
 
   def _stage(self, x, features, name, train, dropout=False):
     """Two 3x3 conv + ReLU with dropout between them where Table 1 has it.

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from qrnet_jax.models.vgg16 import caffe_preprocess
+from qrnet_jax.ops.conv import Conv
 
 BN_EPSILON = 1.001e-5  # Keras' ResNet value, not the Keras default 1e-3.
 
@@ -21,8 +22,8 @@ RESNET50_STAGES = (('conv2', 64, 3, 1), ('conv3', 128, 4, 2),
 
 def _conv_bn(x, filters, kernel, strides, name, train, dtype, padding='SAME'):
   """Conv (with bias, as in Keras' ResNet50) followed by BatchNorm `<name>_bn`."""
-  x = nn.Conv(filters, (kernel, kernel), strides=(strides, strides), padding=padding,
-              dtype=dtype, name=f'{name}_conv')(x)
+  x = Conv(filters, (kernel, kernel), strides=(strides, strides), padding=padding,
+           dtype=dtype, name=f'{name}_conv')(x)
   return nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=BN_EPSILON,
                       dtype=dtype, name=f'{name}_bn')(x)
 

@@ -11,6 +11,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from qrnet_jax.ops.conv import Conv
+
 
 def _centre(images: jnp.ndarray, dtype) -> jnp.ndarray:
   return (images.astype(jnp.float32) * 2.0 - 1.0).astype(dtype)
@@ -37,7 +39,7 @@ class SmallVGG(nn.Module):
     x = _centre(images, self.dtype)
     for block, channels in enumerate(self.block_channels, start=1):
       for i in (1, 2):
-        x = nn.relu(nn.Conv(channels, (3, 3), dtype=self.dtype, name=f'block{block}_conv{i}')(x))
+        x = nn.relu(Conv(channels, (3, 3), dtype=self.dtype, name=f'block{block}_conv{i}')(x))
       x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = jnp.mean(x, axis=(1, 2))
     x = nn.relu(nn.Dense(self.fc_features, dtype=self.dtype, name='fc1')(x))
@@ -60,7 +62,7 @@ class SmallInception(nn.Module):
 
     def conv_bn(x, channels, kernel):
       i = next(index)
-      x = nn.Conv(channels, kernel, use_bias=False, dtype=self.dtype, name=f'conv2d_{i}')(x)
+      x = Conv(channels, kernel, use_bias=False, dtype=self.dtype, name=f'conv2d_{i}')(x)
       return nn.relu(_batch_norm(train, self.dtype, f'batch_normalization_{i}')(x))
 
     x = conv_bn(_centre(images, self.dtype), self.stem_channels, (3, 3))
@@ -91,8 +93,8 @@ class SmallResNet(nn.Module):
   def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
 
     def conv_bn(x, channels, kernel, strides, name):
-      x = nn.Conv(channels, (kernel, kernel), strides=(strides, strides), use_bias=False,
-                  dtype=self.dtype, name=f'{name}_conv')(x)
+      x = Conv(channels, (kernel, kernel), strides=(strides, strides), use_bias=False,
+               dtype=self.dtype, name=f'{name}_conv')(x)
       return _batch_norm(train, self.dtype, f'{name}_bn')(x)
 
     x = nn.relu(conv_bn(_centre(images, self.dtype), self.stage_channels[0], 3, 1, 'conv1'))

@@ -9,6 +9,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from qrnet_jax.ops.conv import Conv
+
 # Caffe-style ImageNet channel means in BGR order, 0-255 pixel units (Keras "caffe" mode).
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 
@@ -44,8 +46,8 @@ class VGG16(nn.Module):
     x = caffe_preprocess(images.astype(jnp.float32)).astype(self.dtype)
     for block, num_convs, channels in VGG16_BLOCKS:
       for i in range(1, num_convs + 1):
-        x = nn.Conv(channels, (3, 3), padding='SAME', dtype=self.dtype,
-                    name=f'block{block}_conv{i}')(x)
+        x = Conv(channels, (3, 3), padding='SAME', dtype=self.dtype,
+                 name=f'block{block}_conv{i}')(x)
         x = nn.relu(x)
       x = nn.max_pool(x, (2, 2), strides=(2, 2), padding='VALID')
     # Keras' Flatten is channels-last, so fc1's rows are in (H, W, C) order.
