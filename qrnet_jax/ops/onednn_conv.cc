@@ -11,7 +11,6 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
-#include <vector>
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -107,8 +106,9 @@ std::shared_ptr<Conv> build(Direction d, const Geometry& g, memory::data_type a_
     conv->kernel = kernel_layout(hwio(g, b_t, memory::format_tag::hwio), pd.weights_desc(), false);
     conv->scratchpad = pd.scratchpad_desc();
     conv->primitive = std::make_unique<dnnl::convolution_backward_data>(pd);
-  } else {  // a = x, b = dy, out = dkernel
-    dnnl::convolution_forward::primitive_desc hint(forward_desc(g, a_t, out_t, b_t), e);
+  } else {  // a = x, b = dy, out = dkernel (float32 also for bfloat16 inputs)
+    // The hint's kernel has the input's dtype: no forward convolution takes bf16 x, f32 kernel.
+    dnnl::convolution_forward::primitive_desc hint(forward_desc(g, a_t, a_t, b_t), e);
     dnnl::convolution_backward_weights::desc desc(
         dnnl::algorithm::convolution_direct, nhwc(g.n, g.h, g.w, g.c, a_t),
         hwio(g, out_t, memory::format_tag::any), nhwc(g.n, g.oh, g.ow, g.o, b_t), g.strides,
@@ -152,14 +152,15 @@ void run(Direction d, const Geometry& g, ffi::AnyBuffer a, ffi::AnyBuffer b, voi
   auto conv = cached(d, g, a_t, b_t, out_t);
   auto& e = cpu_engine();
   dnnl::stream stream(e);
-  std::vector<uint8_t> scratch(conv->scratchpad.get_size());
-  memory scratchpad(conv->scratchpad, e, scratch.data());
+  // Uninitialised buffers (new[], not std::vector's zeroing): oneDNN writes before it reads.
+  std::unique_ptr<uint8_t[]> scratch(new uint8_t[conv->scratchpad.get_size()]);
+  memory scratchpad(conv->scratchpad, e, scratch.get());
 
   const KernelLayout& k = conv->kernel;
-  std::vector<uint8_t> kernel_buffer(k.reorder ? k.wanted.get_size() : 0);
+  std::unique_ptr<uint8_t[]> kernel_buffer(new uint8_t[k.reorder ? k.wanted.get_size() : 0]);
   void* user_kernel = d == Direction::kKernelGrad ? out : b.untyped_data();
   memory user(k.user, e, user_kernel);
-  memory kernel = k.reorder ? memory(k.wanted, e, kernel_buffer.data()) : user;
+  memory kernel = k.reorder ? memory(k.wanted, e, kernel_buffer.get()) : user;
   if (k.reorder && d != Direction::kKernelGrad) {
     k.reorder->execute(stream, {{DNNL_ARG_FROM, user}, {DNNL_ARG_TO, kernel}});
   }
