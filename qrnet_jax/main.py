@@ -13,7 +13,6 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from qrnet_jax import config_validation, suite, train
-from qrnet_jax.ops import conv
 
 COMPILATION_CACHE = os.path.join(
     os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache')), 'qrnet_jax', 'jit')
@@ -56,7 +55,6 @@ def main(argv):
   # Fail on a bad field before any data loading or compilation.
   config_validation.validate(config, num_devices=jax.device_count(),
                              num_processes=jax.process_count())
-  conv.set_conv_impl(config.model.conv_impl)
   train.train_and_evaluate(config, _WORKDIR.value)
 
 

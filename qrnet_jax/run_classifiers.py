@@ -7,7 +7,6 @@ classifiers). The training itself is the run's one loop (`train.fit`, passed in 
 result is saved under WORKDIR/classifiers/NAME in the weight converter's format, so it is reused by
 a rerun and is `classifiers.NAME.checkpoint` of other runs.
 """
-import functools
 import logging
 import os
 
@@ -17,7 +16,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from qrnet_jax import steps
-from qrnet_jax.models import init_variables
+from qrnet_jax.models import init_variables, variable_shapes
 from qrnet_jax.models import classifiers as classifier_lib
 from qrnet_jax.weights import convert
 
@@ -80,7 +79,7 @@ def load_classifier_checkpoint(path, arch, module, num_classes, field='checkpoin
                      f'{info.get("num_classes")} classes; the config asks for {arch} with '
                      f'{num_classes} (the dataset\'s class count)')
   variables = convert.load_converted(path)
-  expected = jax.eval_shape(functools.partial(init_variables, module, 0, _init_size(arch)))
+  expected = variable_shapes(module, _init_size(arch))
   keras_h5.check_structure(variables, expected)
   return variables
 

@@ -11,24 +11,26 @@ latency (Table 4) and writes WORKDIR/report.md, results.json, results.csv and th
 
   python -m qrnet_jax.main --config configs/suites/default.py --workdir runs/default --only table2
 """
+from concurrent import futures as concurrent_futures
+import ctypes
 import dataclasses
-import functools
 import json
 import logging
+import multiprocessing
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
 from typing import Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from qrnet_jax import config_validation, latency, metrics, report, run_classifiers, train
 from qrnet_jax.config_validation import ConfigError
-from qrnet_jax.models import QRNet
+from qrnet_jax.models import QRNet, variable_shapes
 
 RUN_LOG = 'run.log'
 RUN_TIME = 'wall_time.json'  # seconds spent in each finished or failed attempt of a run
@@ -183,10 +185,7 @@ def execute(run: Run, devices=None) -> dict:
   handler = logging.FileHandler(log_path)
   handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
   handler.setLevel(logging.INFO)
-  root = logging.getLogger()
-  level = root.level
-  root.addHandler(handler)
-  root.setLevel(min(level, logging.INFO) if level else logging.INFO)
+  logging.getLogger().addHandler(handler)
   start = time.perf_counter()
   try:
     return train.train_and_evaluate(run.config, run.workdir, devices)
@@ -196,9 +195,87 @@ def execute(run: Run, devices=None) -> dict:
                         f'{log_path}') from e
   finally:
     _add_wall_time(run.workdir, time.perf_counter() - start)
-    root.removeHandler(handler)
-    root.setLevel(level)
+    logging.getLogger().removeHandler(handler)
     handler.close()
+
+
+def execute_all(runs: list, concurrent: int, devices=None):
+  """Executes `runs` (in dependency order), each as soon as the runs it reads have finished: here,
+  one at a time, or up to `concurrent` at a time in worker processes (one per run). After a
+  failure no run starts; those running finish, then the first failure is raised."""
+  pending = {r.id for r in runs}  # not finished yet
+  waiting, running, failure = list(runs), {}, None
+  with _executor(concurrent) as pool:
+    while waiting or running:
+      ready = [r for r in waiting
+               if not any(f'{r.experiment}/{need}' in pending for need in r.needs)]
+      for run in ready[:concurrent - len(running)] if failure is None else []:
+        waiting.remove(run)
+        logging.info('[%d/%d] %s: running (log: %s)', len(runs) - len(waiting), len(runs),
+                     run.id, os.path.join(run.workdir, RUN_LOG))
+        running[pool.submit(execute, run, devices) if concurrent == 1
+                else pool.submit(_execute_in_worker, run, jax.config.jax_compilation_cache_dir)
+                ] = run
+      if not running:
+        break
+      finished, _ = concurrent_futures.wait(running, return_when='FIRST_COMPLETED')
+      for future in sorted(finished, key=lambda f: runs.index(running[f])):
+        run = running.pop(future)
+        if future.exception() is None:
+          pending.discard(run.id)
+          logging.info('%s: finished', run.id)
+        else:
+          failure = failure or future.exception()
+  if failure is not None:
+    raise failure
+
+
+class _Inline(concurrent_futures.Executor):
+  """Runs each task at once, in this thread (Ctrl-C stops it at once)."""
+
+  def submit(self, fn, /, *args, **kwargs):
+    future = concurrent_futures.Future()
+    try:
+      future.set_result(fn(*args, **kwargs))
+    except Exception as e:  # pylint: disable=broad-except (handed to the caller, as a pool does)
+      future.set_exception(e)
+    return future
+
+
+def _executor(concurrent: int) -> concurrent_futures.Executor:
+  if concurrent == 1:
+    return _Inline()
+  # A fresh process per run: Orbax's and JAX's process-wide state is then the run's own.
+  return concurrent_futures.ProcessPoolExecutor(
+      concurrent, mp_context=multiprocessing.get_context('spawn'), max_tasks_per_child=1)
+
+
+def _execute_in_worker(run: Run, compilation_cache_dir):
+  """`execute` in a worker process: dies with the suite's process (a killed suite leaves no run
+  behind), logs to the console with the run's name, no progress bars (they would interleave)."""
+  if sys.platform.startswith('linux'):
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+  handler = logging.StreamHandler()
+  handler.setFormatter(logging.Formatter(f'%(asctime)s {run.id}: %(message)s', '%H:%M:%S'))
+  logging.getLogger().addHandler(handler)
+  logging.getLogger().setLevel(logging.INFO)
+  logging.getLogger('absl').setLevel(logging.WARNING)
+  if compilation_cache_dir:
+    jax.config.update('jax_compilation_cache_dir', compilation_cache_dir)
+  train.SHOW_PROGRESS_BARS = False
+  return execute(run)
+
+
+def concurrent_runs(suite_config) -> int:
+  """How many runs of the suite execute at once (config.concurrent_runs, default 1)."""
+  value = suite_config.get('concurrent_runs', 1)
+  if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    raise ConfigError(f'config.concurrent_runs: must be an integer >= 1, got {value!r}')
+  if value > 1 and (jax.process_count() > 1 or jax.default_backend() != 'cpu'):
+    raise ConfigError(f'config.concurrent_runs={value}: concurrent runs are for one CPU host; '
+                      f'here ({jax.process_count()} processes, {jax.default_backend()}) runs '
+                      'execute one at a time (set 1)')
+  return value
 
 
 def _add_wall_time(workdir, seconds):
@@ -220,6 +297,7 @@ def run_suite(suite_config, workdir: str, only: Sequence[str] = (), reevaluate: 
   start = time.perf_counter()
   runs = plan(suite_config, workdir, only)
   num_devices = len(devices) if devices is not None else jax.device_count()
+  concurrent = concurrent_runs(suite_config)
   check_runs(runs, num_devices)
   # Decided once, before any run, so that every process of a multi-host suite agrees.
   to_run = [r for r in runs if reevaluate or not is_finished(r)]
@@ -227,13 +305,16 @@ def run_suite(suite_config, workdir: str, only: Sequence[str] = (), reevaluate: 
   metrics.write_json(os.path.join(workdir, 'suite_config.json'), suite_config.to_dict())
   logging.info('suite %s: %d runs selected, %d to run (%s)', workdir, len(runs), len(to_run),
                ', '.join(r.id for r in to_run) or 'none')
-  for number, run in enumerate(runs, 1):
+  for run in runs:
     if run not in to_run:
-      logging.info('[%d/%d] %s: finished earlier, skipped', number, len(runs), run.id)
-      continue
-    logging.info('[%d/%d] %s: running (log: %s)', number, len(runs), run.id,
-                 os.path.join(run.workdir, RUN_LOG))
-    execute(run, devices)
+      logging.info('%s: finished earlier, skipped', run.id)
+  root = logging.getLogger()
+  level = root.level
+  root.setLevel(min(level, logging.INFO) if level else logging.INFO)  # for the runs' logs
+  try:
+    execute_all(to_run, concurrent, devices)
+  finally:
+    root.setLevel(level)
   results = None
   if jax.process_index() == 0:
     experiments = [_experiment_results(suite_config, workdir, name)
@@ -273,9 +354,7 @@ def _experiment_results(suite_config, workdir, name) -> dict:
 
 def _qrnet_parameters(small: bool) -> int:
   """Table 3's parameter counts (independent of the image size)."""
-  images = jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32)
-  shapes = jax.eval_shape(functools.partial(QRNet(small=small).init, train=False),
-                          jax.random.PRNGKey(0), images)
+  shapes = variable_shapes(QRNet(small=small), 16)
   return int(sum(x.size for x in jax.tree.leaves(shapes['params'])))
 
 

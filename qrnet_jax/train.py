@@ -25,11 +25,13 @@ import tqdm
 from qrnet_jax import checkpointing, config_validation, data, distortions, evaluate
 from qrnet_jax import metrics as metrics_lib
 from qrnet_jax import parallel, run_classifiers, steps
+from qrnet_jax.ops import conv
 from qrnet_jax.models import QRNet, init_variables  # pylint: disable=unused-import (re-exported)
 
 VALIDATION_SEED_SALT = 7919  # validation distortions: the same every epoch, independent of training
 TRAINING_RECORD = 'training.json'  # a trained classifier's epochs, beside its variables
 SAMPLES_FILE = 'samples.npz'  # test images per level: clean, distorted, restored (Figure 8)
+SHOW_PROGRESS_BARS = True  # off in a suite's concurrent runs, whose bars would interleave
 
 
 def distortion_spec(config) -> distortions.DistortionSpec:
@@ -173,7 +175,7 @@ def _run_epoch(state, phase, batches, frozen, mesh, step_indices, partial, write
   window_start, window_steps = time.perf_counter(), 0
   start, start_index = window_start, step_indices.start
   bar = tqdm.tqdm(total=num_steps, initial=start_index, desc=desc, leave=False,
-                  disable=jax.process_index() != 0)
+                  disable=jax.process_index() != 0 or not SHOW_PROGRESS_BARS)
   step = int(state.step)  # counted on the host: reading state.step would sync every step
   for i in step_indices:
     state, metrics = phase.train_step(state, parallel.global_batch(next(batches), mesh), frozen)
@@ -254,9 +256,15 @@ def _classifier_trainer(config, dataset, mesh, workdir):
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict:
-  """Runs (or resumes) the whole experiment in `workdir`; returns the summary it writes there."""
+  """Runs (or resumes) the whole experiment in `workdir`; returns the summary it writes there.
+  Its models' convolutions run on config.model.conv_impl."""
   mesh = parallel.make_mesh(devices)
   config_validation.validate(config, num_devices=mesh.devices.size)
+  with conv.conv_impl(config.model.get('conv_impl', 'auto')):
+    return _train_and_evaluate(config, workdir, mesh)
+
+
+def _train_and_evaluate(config, workdir, mesh):
   config_validation.check_config_unchanged(config, workdir)
   os.makedirs(workdir, exist_ok=True)
   _save_config(config, workdir)

@@ -1,5 +1,6 @@
 """Experiment suites end to end: a tiny suite on generated data, its report, a re-evaluation, a
 kill and resume, and the checks that stop a bad suite before its first run."""
+import concurrent.futures
 import json
 import math
 import os
@@ -7,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -198,7 +200,8 @@ def committed_steps(run_dir):
 
 def test_killed_suite_resumes_to_the_same_report_numbers(tiny_suite, tmp_path):
   """Table 3's runs, SIGKILLed inside the QRNet run and restarted, give the whole suite's numbers
-  (the finished classifier runs are skipped on restart)."""
+  (the finished classifier runs are skipped on restart). The restart runs one run at a time, the
+  whole suite two: a run's numbers do not depend on what runs beside it."""
   whole, _ = tiny_suite
   workdir = tmp_path / 'killed'
   process = subprocess.Popen(suite_command(workdir, '--only', 'table3'), cwd=ROOT,
@@ -212,7 +215,7 @@ def test_killed_suite_resumes_to_the_same_report_numbers(tiny_suite, tmp_path):
   process.send_signal(signal.SIGKILL)
   process.wait()
   assert committed_steps(qrnet_dir) and not os.path.exists(qrnet_dir / 'summary.json')
-  result = run_suite_cli(workdir, '--only', 'table3')
+  result = run_suite_cli(workdir, '--only', 'table3', '--config.concurrent_runs=1')
   assert re.search(r'classifier_small_vgg: finished earlier, skipped', result.stderr)
   resumed = read_json(workdir / 'results.json')['experiments'][EXPERIMENT]
   reference = read_json(whole / 'results.json')['experiments'][EXPERIMENT]
@@ -296,11 +299,51 @@ def test_failed_run_stops_the_suite_naming_the_run_and_its_log(tmp_path, monkeyp
     logging.info('starting %s', workdir)
     raise FloatingPointError('loss is nan')
   monkeypatch.setattr(train, 'train_and_evaluate', fail)
+  config = quick_suite()
+  config.concurrent_runs = 1
   with pytest.raises(suite.SuiteRunError) as error:
-    suite.run_suite(quick_suite(), str(tmp_path), devices=jax.devices()[:1])
+    suite.run_suite(config, str(tmp_path), devices=jax.devices()[:1])
   log = tmp_path / EXPERIMENT / 'classifier_small_inception' / 'run.log'
   assert str(error.value) == (f'run {EXPERIMENT}/classifier_small_inception failed '
                               f'(FloatingPointError: loss is nan); its log: {log}')
   text = log.read_text()
   assert 'starting' in text and 'FloatingPointError: loss is nan' in text
   assert not os.path.exists(tmp_path / EXPERIMENT / 'classifier_small_resnet')
+
+
+def test_concurrent_runs_wait_for_what_they_read_and_none_starts_after_a_failure(monkeypatch):
+  runs = suite.plan(quick_suite(), '/nonexistent')
+  events = []  # (time, 'start' | 'end', run id)
+  lock = threading.Lock()
+
+  def execute(run, compilation_cache_dir):  # what a worker process does, in a thread here
+    with lock:
+      events.append((time.monotonic(), 'start', run.id))
+    time.sleep(0.02 * (1 + len(run.name) % 3))
+    with lock:
+      events.append((time.monotonic(), 'end', run.id))
+    if run.name == 'recnet':
+      raise suite.SuiteRunError('recnet failed')
+  monkeypatch.setattr(suite, '_execute_in_worker', execute)
+  monkeypatch.setattr(suite, '_executor', concurrent.futures.ThreadPoolExecutor)
+  with pytest.raises(suite.SuiteRunError, match='recnet failed'):
+    suite.execute_all(runs, 2)
+  started = [r for _, kind, r in events if kind == 'start']
+  ended = {r: t for t, kind, r in events if kind == 'end'}
+  assert len(started) == len(set(started)) < len(runs)
+  assert max(sum(1 for _, k, r in events[:i + 1] if k == 'start')
+             - sum(1 for _, k, r in events[:i + 1] if k == 'end')
+             for i in range(len(events))) == 2  # two at a time, never more
+  by_id = {r.id: r for r in runs}
+  for t, kind, run_id in events:
+    if kind == 'start':  # after every run it reads has ended
+      assert all(ended[f'{EXPERIMENT}/{need}'] <= t for need in by_id[run_id].needs)
+      assert t <= ended[f'{EXPERIMENT}/recnet']  # none after the failure
+  assert set(ended) == set(started)  # the runs already running finished
+
+
+def test_concurrent_runs_must_be_a_positive_integer(tmp_path, no_training):
+  config = quick_suite()
+  config.concurrent_runs = 0
+  with pytest.raises(ConfigError, match='config.concurrent_runs: must be an integer >= 1, got 0'):
+    suite.run_suite(config, str(tmp_path), devices=jax.devices()[:1])

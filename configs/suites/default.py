@@ -74,5 +74,8 @@ def get_config(variant=''):
       finetune_epochs=5 if variant == '' else 0)  # 2x the images per epoch; the time budget
   if variant == 'quick':
     config.experiments.fashion_mnist.title = 'Generated images at 16 px (quick)'
+  # Two runs at a time: one compiles (one core) while the other computes. About 20 % less wall
+  # time on 2 cores; each run's numbers are the same as when it runs alone.
+  config.concurrent_runs = 2
   config.latency = ml_collections.ConfigDict(dict(batch_sizes=(1, 32), repeats=20))
   return config

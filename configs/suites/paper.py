@@ -38,4 +38,5 @@ def get_config(arg=None):
         paper.base_config(dataset), title=TITLES[dataset], classifier=vgg16, second=inception,
         unseen=resnet, paper=dataset)
   config.latency = ml_collections.ConfigDict(dict(batch_sizes=(1, 32), repeats=50))
+  config.concurrent_runs = 1  # one run at a time: each has the accelerator to itself
   return config
