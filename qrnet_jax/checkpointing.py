@@ -3,6 +3,10 @@
 Each checkpoint holds the train state (QRNet's parameters, the trainable parts of classifiers, the
 optimizer state, the step and the key) and a JSON record of the loop (epoch, early-stopping counters,
 history). Frozen classifier parameters are never written here.
+
+A new best commits to 'latest' first, then to 'best', each waited for: a run killed between the two
+commits resumes from 'latest', whose record names the best step, and `ensure_best` writes it to
+'best' again. Temporary folders of a save cut short are removed when the managers open.
 """
 import os
 
@@ -20,19 +24,31 @@ class Checkpoints:
     root = os.path.join(os.path.abspath(workdir), 'checkpoints')
     self.latest = ocp.CheckpointManager(
         os.path.join(root, LATEST),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             cleanup_tmp_directories=True))
     self.best = ocp.CheckpointManager(
         os.path.join(root, BEST),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=1, create=True, best_fn=lambda metrics: metrics['val_loss'],
-            best_mode='min'))
+            best_mode='min', cleanup_tmp_directories=True))
 
   def save(self, step: int, state, record: dict, val_loss=None):
-    """Saves to 'latest'; also to 'best' when `val_loss` is given (a new best)."""
-    args = ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record))
-    self.latest.save(step, args=args)
+    """Saves to 'latest'; also to 'best' when `val_loss` is given (a new best), once 'latest' has
+    committed."""
+    self.latest.save(step, args=_save_args(state, record))
     if val_loss is not None:
-      self.best.save(step, args=args, metrics={'val_loss': float(val_loss)})
+      self.latest.wait_until_finished()
+      self._save_best(step, state, record, val_loss)
+
+  def ensure_best(self, step: int, state, record: dict, val_loss):
+    """Saves `state` (at `step`) as the best unless 'best' holds that step already: the repair after
+    a kill between the 'latest' and 'best' commits of a new best."""
+    if self.best.best_step() != step:
+      self._save_best(step, state, record, val_loss)
+
+  def _save_best(self, step, state, record, val_loss):
+    self.best.save(step, args=_save_args(state, record), metrics={'val_loss': float(val_loss)})
+    self.best.wait_until_finished()
 
   def restore_latest(self, abstract_state):
     """(state, record) from the newest checkpoint, or None when there is none."""
@@ -53,6 +69,10 @@ class Checkpoints:
     for manager in (self.latest, self.best):
       manager.wait_until_finished()
       manager.close()
+
+
+def _save_args(state, record):
+  return ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record))
 
 
 def abstract_like(tree):

@@ -6,6 +6,7 @@ import json
 import os
 
 from qrnet_jax import distortions
+from qrnet_jax import files
 from qrnet_jax.errors import ConfigError  # re-exported: config_validation.ConfigError
 from qrnet_jax.models import classifiers as classifier_lib
 from qrnet_jax.models.qrnet import SIZE_MULTIPLE
@@ -180,11 +181,10 @@ def config_json(config) -> str:
 
 def check_config_unchanged(config, workdir):
   """Stops a rerun in `workdir` whose config would change the run it resumes."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.isfile(path):
+  saved = files.read_json(os.path.join(workdir, CONFIG_FILE))
+  if saved is None:  # a new run, or a kill while config.json was first written
     return
-  with open(path) as f:
-    saved = _flat(json.load(f))
+  saved = _flat(saved)
   now = _flat(json.loads(config.to_json_best_effort()))
   changed = sorted(k for k in set(saved) | set(now)
                    if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)

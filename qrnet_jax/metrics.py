@@ -1,11 +1,12 @@
 """Metrics out: TensorBoard event files and the console, from process 0 only; a JSON summary."""
-import json
 import logging
 import math
 import os
 
 import jax
 import numpy as np
+
+from qrnet_jax import files
 
 
 class MetricWriter:
@@ -56,7 +57,4 @@ def to_python(tree):
 def write_json(path: str, obj):
   if jax.process_index() != 0:
     return
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  files.write_json(path, obj)

@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from qrnet_jax import files
+
 DISTORTIONS = ('noise', 'blur')
 ACCURACY_COLUMNS = ['clean', 'noise', 'blur', 'average']
 PAPER_COLUMNS = ['paper noise', 'paper blur', 'paper average']
@@ -493,12 +495,6 @@ def write_figures(out_dir: str, exp: dict, tests: dict) -> dict:
   return drawn
 
 
-def _write_atomic(path: str, text: str):
-  with open(path + '.tmp', 'w', encoding='utf-8', newline='') as f:
-    f.write(text)
-  os.replace(path + '.tmp', path)
-
-
 def run_record(run: dict) -> dict:
   """A run as results.json holds it: levels in order, NaN and inf as None, no samples path."""
   test = run.get('test') or {}
@@ -519,8 +515,8 @@ def write_report(out_dir: str, experiments: list, provenance: dict) -> dict:
         'paper': exp.get('paper'), 'runs': runs, 'latency': json_safe(exp.get('latency')),
         'parameters': json_safe(exp.get('parameters')),
         'tables': experiment_tables(exp, tests), 'figures': write_figures(out_dir, exp, tests)}
-  _write_atomic(os.path.join(out_dir, 'results.json'),
-                json.dumps(results, indent=2, allow_nan=False) + '\n')
-  _write_atomic(os.path.join(out_dir, 'results.csv'), results_csv(results))
-  _write_atomic(os.path.join(out_dir, 'report.md'), report_markdown(results))
+  files.write_text(os.path.join(out_dir, 'results.json'),
+                   json.dumps(results, indent=2, allow_nan=False) + '\n')
+  files.write_text(os.path.join(out_dir, 'results.csv'), results_csv(results))
+  files.write_text(os.path.join(out_dir, 'report.md'), report_markdown(results))
   return results

@@ -31,8 +31,9 @@ def trained_classifier_dir(workdir, name):
 
 
 def is_trained(path) -> bool:
-  """Whether `path` holds a classifier saved by `trained_or_saved` (or converted)."""
-  return os.path.isfile(os.path.join(path, convert.INFO_FILE))
+  """Whether `path` holds a classifier saved by `trained_or_saved` (or converted): its
+  classifier.json, written last, is readable."""
+  return bool(convert.converted_info(path).get('arch'))
 
 
 def imagenet_weight_files(config, workdir) -> dict:

@@ -14,7 +14,6 @@ latency (Table 4) and writes WORKDIR/report.md, results.json, results.csv and th
 from concurrent import futures as concurrent_futures
 import ctypes
 import dataclasses
-import json
 import logging
 import multiprocessing
 import os
@@ -28,7 +27,7 @@ from typing import Optional, Sequence
 import jax
 import ml_collections
 
-from qrnet_jax import config_validation, latency, metrics, report, run_classifiers, train
+from qrnet_jax import config_validation, files, latency, metrics, report, run_classifiers, train
 from qrnet_jax.config_validation import ConfigError
 from qrnet_jax.models import QRNet, variable_shapes
 
@@ -280,15 +279,8 @@ def concurrent_runs(suite_config) -> int:
 
 def _add_wall_time(workdir, seconds):
   path = os.path.join(workdir, RUN_TIME)
-  attempts = _read_json(path) or []
+  attempts = files.read_json(path) or []
   metrics.write_json(path, attempts + [round(seconds, 3)])
-
-
-def _read_json(path):
-  if not os.path.isfile(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
 
 
 def run_suite(suite_config, workdir: str, only: Sequence[str] = (), reevaluate: bool = False,
@@ -331,14 +323,14 @@ def _experiment_results(suite_config, workdir, name) -> dict:
   runs, image_size = {}, None
   for run_name, spec in e.runs.items():
     run_dir = os.path.join(workdir, name, run_name)
-    summary = _read_json(os.path.join(run_dir, SUMMARY))
+    summary = files.read_json(os.path.join(run_dir, SUMMARY))
     if summary is None:
       continue
     image_size = spec.config.data.image_size
     samples = os.path.join(run_dir, train.SAMPLES_FILE)
     info = summary['data']
     runs[run_name] = {
-        'test': summary['test'], 'wall_s': sum(_read_json(os.path.join(run_dir, RUN_TIME)) or []),
+        'test': summary['test'], 'wall_s': sum(files.read_json(os.path.join(run_dir, RUN_TIME)) or []),
         'samples': samples if os.path.isfile(samples) else None,
         'images': info.get('used_sizes') or info.get('split_sizes'),
         'devices': f'{summary["devices"]} x {summary.get("device_kind", "?")}'}
@@ -362,11 +354,11 @@ def _latency(suite_config, workdir, name, classifier_run) -> dict:
   """Table 4's milliseconds per image on this device; measured once per experiment (latency.json),
   so a re-evaluation gives the same report."""
   path = os.path.join(workdir, name, LATENCY)
-  measured = _read_json(path)
+  measured = files.read_json(path)
   if measured is None:
     e = suite_config.experiments[name]
     config = e.runs[classifier_run].config
-    summary = _read_json(os.path.join(workdir, name, classifier_run, SUMMARY))
+    summary = files.read_json(os.path.join(workdir, name, classifier_run, SUMMARY))
     arch = config.eval_classifiers[e.classifier].arch
     logging.info('measuring the latency of %s and of QRNet + %s', arch, arch)
     measured = latency.latency_for(

@@ -8,7 +8,6 @@ mid-epoch, so a killed run resumes where it stopped), TensorBoard metrics and a 
 against them (by `fit`), the test split evaluated per distortion level, and a summary written.
 """
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -23,6 +22,7 @@ import optax
 import tqdm
 
 from qrnet_jax import checkpointing, config_validation, data, distortions, evaluate
+from qrnet_jax import files
 from qrnet_jax import metrics as metrics_lib
 from qrnet_jax import parallel, run_classifiers, steps
 from qrnet_jax.ops import conv
@@ -53,6 +53,12 @@ class LoopRecord:
   stopped_early: bool = False
   history: list = dataclasses.field(default_factory=list)
   epoch_partial: Optional[dict] = None  # a mid-epoch checkpoint's sums of the epoch's metrics
+
+  def best_step(self) -> Optional[int]:
+    """The step at the end of the best epoch so far (None before one)."""
+    if self.best_epoch is None:
+      return None
+    return next(h['step'] for h in self.history if h['epoch'] == self.best_epoch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +113,8 @@ def fit(state, phases, frozen, dataset, mesh, workdir, settings: LoopSettings, d
   if restored is not None:
     state, record = restored[0], LoopRecord(**restored[1])
     logging.info('resumed %s at step %d, epoch %d', workdir, int(state.step), record.epoch)
+    if record.best_step() == int(state.step):  # killed before 'best' committed it, maybe
+      checkpoints.ensure_best(int(state.step), state, restored[1], record.best_val_loss)
   writer = metrics_lib.MetricWriter(workdir)
   per_epoch = data.steps_per_epoch(len(dataset.train), settings.batch_size)
   batches = data.train_batches(dataset.train, settings.batch_size, settings.seed, int(state.step),
@@ -222,8 +230,8 @@ def phases_for(mesh, *, qrnet, classifiers, tx, spec, batch_size, pretrain_epoch
 
 def _save_config(config, workdir):
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, config_validation.CONFIG_FILE), 'w') as f:
-      f.write(config_validation.config_json(config))
+    files.write_text(os.path.join(workdir, config_validation.CONFIG_FILE),
+                     config_validation.config_json(config))
 
 
 def _classifier_trainer(config, dataset, mesh, workdir):

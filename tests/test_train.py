@@ -481,3 +481,78 @@ def test_classifier_training_stops_early_and_keeps_its_best_epoch(tmp_path, monk
   # The classifier it keeps is the best epoch's: the same as a run that ended there.
   jax.tree.map(np.testing.assert_array_equal, stopped, two_epochs)
   assert set(summary['test']['noise/20']) == {'none/psnr', 'none/ssim', 'none/clf/accuracy'}
+
+
+def test_kill_between_latest_and_best_commits_resumes_to_the_same_best(tmp_path, monkeypatch):
+  """A kill after 'latest' committed a new best epoch but before 'best' did: the restarted run
+  writes that best again and keeps it, as an uninterrupted run does."""
+  devices = jax.devices()[:1]
+  real_terms = train.validation_terms
+
+  def validation_losses(*losses):
+    losses = iter(losses)
+    monkeypatch.setattr(train, 'validation_terms', lambda *args, **kwargs: {
+        **real_terms(*args, **kwargs), 'loss': next(losses)})
+  validation_losses(1.0, 0.5, 0.7)  # epoch 2 is the last that improves
+  train.train_and_evaluate(classifier_training_config(), str(tmp_path / 'whole'), devices)
+  whole, whole_record = trained_classifier(tmp_path / 'whole')
+  assert whole_record['best_epoch'] == 2
+  real_save_best = checkpointing.Checkpoints._save_best
+
+  def killed_at_epoch_2(self, step, state, record, val_loss):
+    if record['epoch'] == 2:
+      raise Killed()
+    real_save_best(self, step, state, record, val_loss)
+  monkeypatch.setattr(checkpointing.Checkpoints, '_save_best', killed_at_epoch_2)
+  validation_losses(1.0, 0.5)
+  killed_dir = tmp_path / 'killed'
+  with pytest.raises(Killed):
+    train.train_and_evaluate(classifier_training_config(), str(killed_dir), devices)
+  checkpoints = os.path.join(run_classifiers.trained_classifier_dir(str(killed_dir), 'clf'),
+                             'checkpoints')
+  best_steps = lambda: sorted(int(n) for n in os.listdir(os.path.join(checkpoints, 'best'))
+                              if n.isdigit())
+  per_epoch = data.steps_per_epoch(len(tiny_dataset().train), 8)
+  assert committed_steps(os.path.dirname(checkpoints))[-1] == 2 * per_epoch
+  assert best_steps() == [per_epoch]  # 'best' still holds epoch 1
+  monkeypatch.setattr(checkpointing.Checkpoints, '_save_best', real_save_best)
+  validation_losses(0.7)
+  train.train_and_evaluate(classifier_training_config(), str(killed_dir), devices)
+  resumed, resumed_record = trained_classifier(killed_dir)
+  assert best_steps() == [2 * per_epoch]
+  assert resumed_record['best_epoch'] == 2
+  jax.tree.map(np.testing.assert_array_equal, resumed, whole)
+
+
+def test_empty_config_json_and_classifier_json_are_taken_as_not_written(tmp_path):
+  """What a kill during their write would leave (were they not written atomically): the rerun
+  writes them again and ends with the same classifier."""
+  devices = jax.devices()[:1]
+  config = classifier_training_config()
+  train.train_and_evaluate(config, str(tmp_path), devices)
+  before, _ = trained_classifier(tmp_path)
+  clf_dir = run_classifiers.trained_classifier_dir(str(tmp_path), 'clf')
+  for path in (tmp_path / 'config.json', os.path.join(clf_dir, 'classifier.json')):
+    open(path, 'w').close()
+  assert not run_classifiers.is_trained(clf_dir)
+  train.train_and_evaluate(config, str(tmp_path), devices)
+  after, _ = trained_classifier(tmp_path)
+  jax.tree.map(np.testing.assert_array_equal, after, before)
+  assert run_classifiers.is_trained(clf_dir)
+  assert (tmp_path / 'config.json').read_text() == config_validation.config_json(config)
+
+
+def test_small_files_are_written_atomically_and_readable_by_others(tmp_path):
+  from qrnet_jax import files
+  path = tmp_path / 'marker.json'
+  files.write_json(str(path), {'a': 1})
+  old_umask = os.umask(0o022)
+  try:
+    files.write_json(str(path), {'a': 2})
+  finally:
+    os.umask(old_umask)
+  assert files.read_json(str(path)) == {'a': 2}
+  assert os.stat(path).st_mode & 0o777 == 0o644
+  assert os.listdir(tmp_path) == ['marker.json']  # no temporary file left
+  path.write_text('{"a": ')  # cut short
+  assert files.read_json(str(path)) is None

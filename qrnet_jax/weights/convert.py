@@ -9,7 +9,6 @@ training jobs restore the port without h5py and without re-checking the file.
 """
 
 import argparse
-import json
 import os
 from typing import Optional, Sequence
 
@@ -17,6 +16,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from qrnet_jax import files
 from qrnet_jax.weights.keras_h5 import IMAGENET_CLASSES, KERAS_ARCHS, Variables, load_keras_h5
 
 VARIABLES_DIR = 'variables'
@@ -30,14 +30,13 @@ def save_converted(out_dir: str, variables: Variables, info: dict) -> None:
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(os.path.join(out_dir, VARIABLES_DIR), variables, force=True)
   checkpointer.wait_until_finished()
-  with open(os.path.join(out_dir, INFO_FILE), 'w') as f:
-    json.dump(info, f, indent=2)
+  files.write_json(os.path.join(out_dir, INFO_FILE), info)  # last: marks the variables complete
 
 
 def converted_info(out_dir: str) -> dict:
-  """The {'arch', 'num_classes', 'source'} record written beside the checkpoint."""
-  with open(os.path.join(out_dir, INFO_FILE)) as f:
-    return json.load(f)
+  """The {'arch', 'num_classes', 'source'} record written beside the checkpoint ({} when it is
+  missing or unreadable)."""
+  return files.read_json(os.path.join(out_dir, INFO_FILE)) or {}
 
 
 def load_converted(out_dir: str) -> Variables:
