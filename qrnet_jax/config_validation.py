@@ -3,6 +3,7 @@
 Each error names the field (as it is written on the command line, `config.a.b`) and what is allowed.
 """
 import json
+import math
 import os
 
 from qrnet_jax import distortions
@@ -23,6 +24,11 @@ def _require(condition, field, message):
 
 def _is_int(value):
   return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite_number(value):
+  """An int or float that is not a bool, infinity or NaN."""
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _positive_int(config, field):
@@ -88,8 +94,8 @@ def _validate_distortion(config):
   for t in distortions.DISTORTION_TYPES:
     field = f'distortion.{t}_levels'
     levels = tuple(_get(config, field))
-    _require(len(levels) > 0 and all(isinstance(v, (int, float)) and v > 0 for v in levels),
-             field, f'must be a non-empty list of positive numbers, got {levels!r}')
+    _require(len(levels) > 0 and all(_is_finite_number(v) and v > 0 for v in levels),
+             field, f'must be a non-empty list of finite positive numbers, got {levels!r}')
 
 
 def _validate_classifiers(config):
@@ -111,8 +117,11 @@ def _validate_classifiers(config):
              f'unknown classifier {arch!r}; allowed: '
              f'{", ".join(sorted(classifier_lib.CLASSIFIERS))}')
     weight = _get(config, f'{field}.weight')
-    _require(isinstance(weight, (int, float)) and weight >= 0, f'{field}.weight',
-             f'lambda must be a number >= 0, got {weight!r}')
+    _require(_is_finite_number(weight) and weight >= 0, f'{field}.weight',
+             f'lambda must be a finite number >= 0, got {weight!r}')
+    rate = c.get('learning_rate', 1e-3)
+    _require(_is_finite_number(rate) and rate > 0, f'{field}.learning_rate',
+             f'must be a finite number > 0, got {rate!r}')
     for partition_field, partition in (('trainable', _get(config, f'{field}.trainable')),
                                        ('clean_trainable', c.get('clean_trainable', 'all'))):
       _require(partition in classifier_lib.PARTITIONS, f'{field}.{partition_field}',
@@ -148,8 +157,8 @@ def _validate_train(config, num_devices, num_processes):
   _non_negative_int(config, 'train.max_epochs')
   _non_negative_int(config, 'train.checkpoint_every_steps')
   lr = _get(config, 'train.learning_rate')
-  _require(isinstance(lr, (int, float)) and lr > 0, 'train.learning_rate',
-           f'must be > 0, got {lr!r}')
+  _require(_is_finite_number(lr) and lr > 0, 'train.learning_rate',
+           f'must be a finite number > 0, got {lr!r}')
   batch_size = config.train.batch_size
   _require(batch_size % num_devices == 0, 'train.batch_size',
            f'{batch_size} does not divide by the {num_devices} devices; use a multiple of '
@@ -163,6 +172,28 @@ RESUMABLE_CHANGES = ('train.max_epochs', 'train.early_stopping_patience', 'train
                      'train.checkpoint_every_steps', 'train.checkpoints_to_keep',
                      'train.evaluate_test', 'data.data_dir', 'data.num_workers', 'data.cache',
                      'data.cache_dir', 'data.download')
+
+
+def check_batch_fits(config, train_size: int):
+  """Once the training split's size is known, before any compilation: a batch must fit in it."""
+  batch_size = config.train.batch_size
+  _require(batch_size <= train_size, 'train.batch_size',
+           f'{batch_size} is larger than the training split ({train_size} images); use at most '
+           f'{train_size}')
+
+
+def check_workdir(workdir: str, flag: str = '--workdir'):
+  """A workdir is a writable folder, or a path where one can be made. Raises ConfigError."""
+  if not workdir:
+    raise ConfigError(f'{flag}: empty; give the folder for checkpoints and results')
+  path = os.path.abspath(os.path.expanduser(workdir))
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ConfigError(f'{flag}={workdir}: {existing} is a file, not a folder')
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise ConfigError(f'{flag}={workdir}: {existing} is not writable by this user')
 
 
 def _flat(tree, prefix=''):

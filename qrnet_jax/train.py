@@ -279,6 +279,7 @@ def _train_and_evaluate(config, workdir, mesh):
   batch_size = config.train.batch_size
   weight_files = run_classifiers.imagenet_weight_files(config, workdir)
   dataset = data.load_dataset_once(config)
+  config_validation.check_batch_fits(config, len(dataset.train))
   train_classifier = _classifier_trainer(config, dataset, mesh, workdir)
   classifiers, frozen, classifier_trainable = run_classifiers.prepare_classifiers(
       config, 'classifiers', dataset, workdir, weight_files, train_classifier)

@@ -12,4 +12,4 @@ if __name__ == '__main__':
   del sys.argv[1:4]
   jax.distributed.initialize(f'localhost:{port}', num_processes, process_id)
   from qrnet_jax import main  # pylint: disable=g-import-not-at-top
-  app.run(main.main)
+  app.run(main.main, flags_parser=main.parse_flags)

@@ -122,10 +122,12 @@ def validate_data_config(data_config) -> None:
     if not _get(data_config, 'tfds_name'):
       raise ConfigError("config.data.tfds_name: empty; dataset 'tfds' needs the name of a "
                        'prepared TFDS dataset')
-  # fashion_mnist may fetch its files into a data_dir that does not exist yet.
-  if (data_dir and name not in ('synthetic', 'fashion_mnist')
+  # fashion_mnist may fetch its files into a data_dir that does not exist yet (when downloading).
+  fetches = name == 'fashion_mnist' and data_config.get('download', True)
+  if (data_dir and name != 'synthetic' and not fetches
       and not os.path.isdir(os.path.expanduser(data_dir))):
-    raise ConfigError(f'config.data.data_dir: {data_dir} does not exist')
+    raise ConfigError(f'config.data.data_dir: {data_dir} does not exist'
+                      + (' (and config.data.download is off)' if name == 'fashion_mnist' else ''))
 
 
 def _num_workers(data_config):

@@ -10,10 +10,11 @@ error that says what changed, instead of silently mixing test images into traini
 import hashlib
 import json
 import os
-import tempfile
 from typing import Sequence
 
 import numpy as np
+
+from qrnet_jax import files
 
 SPLITS = ('train', 'val', 'test')
 FORMAT_VERSION = 1
@@ -84,11 +85,8 @@ def _jsonable(key):
 
 def save(record: dict, path: str) -> None:
   """Writes atomically, so a crash never leaves half a split file behind."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  with tempfile.NamedTemporaryFile('w', dir=directory, suffix='.tmp', delete=False) as f:
-    json.dump(record, f, indent=1)
-  os.replace(f.name, path)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  files.write_text(path, json.dumps(record, indent=1))  # readable by others, as the umask allows
 
 
 def load(path: str) -> dict:

@@ -1,0 +1,113 @@
+"""Bad input never crashes a run or passes silently (issue 8): command lines as a user types them,
+refused within seconds naming the field or flag and leaving nothing behind; out-of-range values;
+files that must be readable by others."""
+import os
+import stat
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from configs import default
+from qrnet_jax import config_validation, data, files, train
+from qrnet_jax.config_validation import ConfigError
+from qrnet_jax.data import splits
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main_cli(*args, timeout=60):
+  """`python -m qrnet_jax.main ARGS` as typed, on the tiny synthetic data."""
+  return subprocess.run(
+      [sys.executable, '-m', 'qrnet_jax.main', *args], cwd=ROOT, capture_output=True, text=True,
+      env=dict(os.environ, PYTHONPATH=ROOT), timeout=timeout)
+
+
+def assert_refused(result, message):
+  assert result.returncode != 0
+  assert message in result.stderr, result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr, result.stderr[-2000:]
+
+
+def test_unknown_field_is_named_with_the_fields_there_closest_first(tmp_path):
+  result = main_cli('--config', 'configs/default.py', '--workdir', str(tmp_path / 'run'),
+                    '--config.data.imagesize=16')
+  assert_refused(result, 'error: config.data.imagesize is not a field; the fields of '
+                         'config.data: image_size, ')
+  assert not os.path.exists(tmp_path / 'run')
+  result = main_cli('--config', 'configs/suites/default.py:quick', '--workdir',
+                    str(tmp_path / 'run'), '--config.experiments.fashion_mnist.runs.qrnt.tags=x')
+  assert_refused(result, 'config.experiments.fashion_mnist.runs.qrnt is not a field; the fields '
+                         'of config.experiments.fashion_mnist.runs: qrnet, ')
+
+
+@pytest.mark.parametrize('workdir, message', [
+    ('', 'error: --workdir: empty'),
+    ('{file}', 'is a file, not a folder'),
+    ('{file}/run', 'is a file, not a folder'),
+])
+def test_unusable_workdir_is_refused_naming_the_flag(tmp_path, workdir, message):
+  (tmp_path / 'file').write_text('not a folder')
+  result = main_cli('--config', 'configs/default.py',
+                    f'--workdir={workdir.format(file=tmp_path / "file")}')
+  assert_refused(result, message)
+  assert sorted(os.listdir(tmp_path)) == ['file']
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root may write into any folder')
+def test_read_only_workdir_is_refused(tmp_path):
+  folder = tmp_path / 'read_only'
+  folder.mkdir()
+  folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
+  with pytest.raises(ConfigError, match='--workdir=.*is not writable'):
+    config_validation.check_workdir(str(folder / 'run'))
+
+
+@pytest.mark.parametrize('field, value', [
+    ('classifiers.small_vgg.weight', float('inf')),
+    ('classifiers.small_vgg.learning_rate', float('inf')),
+    ('train.learning_rate', float('nan')),
+    ('distortion.noise_levels', (20., float('inf'))),
+])
+def test_non_finite_numbers_are_refused(field, value):
+  config = default.get_config()
+  *parents, leaf = field.split('.')
+  node = config
+  for parent in parents:
+    node = node[parent]
+  node[leaf] = value
+  with pytest.raises(ConfigError, match=f'config.{field}: .*finite'):
+    config_validation.validate(config)
+
+
+def test_batch_larger_than_the_training_split_is_refused_before_compilation(tmp_path,
+                                                                             monkeypatch):
+  config = default.get_config()
+  config.data.name, config.data.image_size = 'synthetic', 16
+  config.data.num_examples, config.data.num_classes = 40, 4
+  config.train.batch_size = 64
+  monkeypatch.setattr(jax, 'jit', lambda *a, **k: pytest.fail('compiled before the check'))
+  with pytest.raises(ConfigError, match=r'config.train.batch_size: 64 is larger than the training '
+                                        r'split \(\d+ images\)'):
+    train.train_and_evaluate(config, str(tmp_path), jax.devices()[:1])
+
+
+def test_missing_fashion_mnist_data_dir_is_refused_when_not_downloading(tmp_path):
+  config = default.get_config().data
+  config.data_dir, config.download = str(tmp_path / 'nowhere'), False
+  with pytest.raises(ConfigError, match='config.data.data_dir: .*nowhere does not exist'):
+    data.validate_data_config(config)
+  config.download = True  # then it is where the files are fetched to
+  data.validate_data_config(config)
+
+
+def test_split_file_and_markers_are_readable_by_others(tmp_path):
+  old = os.umask(0o022)
+  try:
+    splits.save({'format': splits.FORMAT_VERSION}, str(tmp_path / 'split.json'))
+    files.write_json(str(tmp_path / 'summary.json'), {})
+  finally:
+    os.umask(old)
+  for name in ('split.json', 'summary.json'):
+    assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o644
