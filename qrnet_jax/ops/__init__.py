@@ -1,0 +1,1 @@
+"""Native operations: oneDNN convolutions through jax.ffi (onednn.py) and the switch (conv.py)."""
