@@ -96,6 +96,13 @@ def _validate_distortion(config):
     levels = tuple(_get(config, field))
     _require(len(levels) > 0 and all(_is_finite_number(v) and v > 0 for v in levels),
              field, f'must be a non-empty list of finite positive numbers, got {levels!r}')
+  side = config.data.image_size
+  too_strong = [s for s in _get(config, 'distortion.blur_levels')
+                if s > distortions.max_blur_sigma(side)]
+  _require(not too_strong, 'distortion.blur_levels',
+           f'{too_strong} above {distortions.max_blur_sigma(side):g} px, the image side '
+           '(config.data.image_size): such a blur flattens the image to its mean, and its kernel '
+           'only costs time')
 
 
 def _validate_classifiers(config):

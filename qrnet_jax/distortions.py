@@ -75,6 +75,12 @@ def blur_kernel_size(sigma):
   return 2 * xp.maximum(radius, 1.).astype(xp.int32) + 1
 
 
+def max_blur_sigma(image_side: int) -> float:
+  """The largest blur sigma for images of this side: at sigma = side (4*side - 1 taps) the Gaussian
+  already flattens an image to nearly its mean; larger kernels only cost time and memory."""
+  return float(image_side)
+
+
 def max_blur_kernel_size(levels) -> int:
   """The static kernel size that covers every blur level in `levels`."""
   return int(np.max(blur_kernel_size(np.asarray(levels, np.float32))))
@@ -103,15 +109,20 @@ def _blur_taps(sigma, radius):
 
 
 def _blur_axis(images, taps, radius, axis):
-  """Separable 1-D pass along `axis` (1 = height, 2 = width) with reflect-101 borders."""
+  """Separable 1-D pass along `axis` (1 = height, 2 = width) with reflect-101 borders.
+
+  The pass is one matrix per image, (size, size), built by one scatter of the taps to the source
+  rows they read (reflected): a fixed number of operations whatever the kernel size, so tracing
+  and compiling do not grow with sigma.
+  """
   size = images.shape[axis]
-  source = _reflect101(np.arange(-radius, size + radius), size)
-  padded = jnp.take(images, source, axis=axis)
-  out = jnp.zeros_like(images)
-  for k in range(2 * radius + 1):
-    window = jax.lax.slice_in_dim(padded, k, k + size, axis=axis)
-    out = out + taps[:, k, None, None, None] * window
-  return out
+  offsets = np.arange(-radius, radius + 1)
+  rows = np.broadcast_to(np.arange(size)[:, None], (size, offsets.size))
+  sources = _reflect101(rows + offsets[None, :], size)
+  matrix = jnp.zeros((images.shape[0], size, size), taps.dtype).at[:, rows, sources].add(
+      jnp.broadcast_to(taps[:, None, :], (images.shape[0], size, offsets.size)))
+  spec = 'bij,bjwc->biwc' if axis == 1 else 'bij,bhjc->bhic'
+  return jnp.einsum(spec, matrix, images, precision=jax.lax.Precision.HIGHEST)
 
 
 def gaussian_blur(images, sigma, max_kernel_size: Optional[int] = None):
@@ -133,6 +144,11 @@ def gaussian_blur(images, sigma, max_kernel_size: Optional[int] = None):
       raise ValueError('gaussian_blur: sigma is traced, so pass a static max_kernel_size '
                        '(e.g. max_blur_kernel_size(levels))')
     max_kernel_size = max_blur_kernel_size(sigma)
+  side = max(images.shape[1:3])
+  if int(max_kernel_size) > int(blur_kernel_size(max_blur_sigma(side))):
+    raise ValueError(f'gaussian_blur: a {int(max_kernel_size)}-tap kernel on {side} px images; '
+                     f'sigma may be at most {max_blur_sigma(side):g}, the image side, beyond which '
+                     'the blur flattens the image to its mean')
   sigma = _per_image(sigma, batch_size).reshape(batch_size)
   return _separable_blur(images, sigma, (int(max_kernel_size) - 1) // 2)
 

@@ -7,10 +7,11 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import pytest
 
 from configs import default
-from qrnet_jax import config_validation, data, files, train
+from qrnet_jax import config_validation, data, distortions, files, train
 from qrnet_jax.config_validation import ConfigError
 from qrnet_jax.data import splits
 
@@ -111,3 +112,20 @@ def test_split_file_and_markers_are_readable_by_others(tmp_path):
     os.umask(old)
   for name in ('split.json', 'summary.json'):
     assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o644
+
+
+def test_blur_levels_above_the_image_side_are_refused():
+  config = default.get_config()
+  config.distortion.blur_levels = (1., 2., 33.)  # on 32 px images
+  with pytest.raises(ConfigError, match=r'config.distortion.blur_levels: \[33.0\] above 32 px, '
+                                        'the image side'):
+    config_validation.validate(config)
+  with pytest.raises(ValueError, match='sigma may be at most 8'):
+    distortions.gaussian_blur(jnp.zeros((1, 8, 8, 3)), 9.)
+
+
+def test_blur_traces_to_the_same_program_size_whatever_the_kernel():
+  images = jnp.zeros((2, 64, 64, 3))
+  sizes = [str(jax.make_jaxpr(lambda x, s=s: distortions.gaussian_blur(x, s))(images)).count('\n')
+           for s in (1., 10., 60.)]  # lines of the program, nested ones included
+  assert sizes[0] == sizes[1] == sizes[2], sizes

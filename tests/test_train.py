@@ -141,7 +141,9 @@ def test_four_devices_match_one_device():
   four = run_steps(parallel.make_mesh(jax.devices()[:4]), 12, dataset)
   assert len(jax.devices()) >= 4
   np.testing.assert_allclose(four[3], one[3], rtol=2e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+  # Summation order differs across 4 shards; Adam rescales such float noise in small gradients,
+  # so parameters may drift by a few 1e-5. A wrong reduction moves them by whole steps (1e-3).
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4),
                jax.device_get(four[0].params), jax.device_get(one[0].params))
 
 
