@@ -256,7 +256,7 @@ def _execute_in_worker(run: Run, compilation_cache_dir):
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
   handler = logging.StreamHandler()
   handler.setFormatter(logging.Formatter(f'%(asctime)s {run.id}: %(message)s', '%H:%M:%S'))
-  logging.getLogger().addHandler(handler)
+  logging.getLogger().handlers = [handler]  # the only console handler (no default one beside it)
   logging.getLogger().setLevel(logging.INFO)
   logging.getLogger('absl').setLevel(logging.WARNING)
   if compilation_cache_dir:

@@ -8,7 +8,9 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
+from PIL import Image
 
 from configs import default
 from qrnet_jax import config_validation, data, distortions, files, train
@@ -129,3 +131,60 @@ def test_blur_traces_to_the_same_program_size_whatever_the_kernel():
   sizes = [str(jax.make_jaxpr(lambda x, s=s: distortions.gaussian_blur(x, s))(images)).count('\n')
            for s in (1., 10., 60.)]  # lines of the program, nested ones included
   assert sizes[0] == sizes[1] == sizes[2], sizes
+
+
+# Folders of real-world files.
+
+def image_folder(root, classes=('a', 'b', 'c'), per_class=6):
+  rng = np.random.default_rng(0)
+  for name in classes:
+    os.makedirs(os.path.join(root, name))
+    for i in range(per_class):
+      Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+          os.path.join(root, name, f'{i}.png'))
+  return root
+
+
+def folder_config(root):
+  config = default.get_config().data
+  config.name, config.data_dir, config.image_size, config.cache = 'folder', str(root), 16, 'none'
+  return config
+
+
+def delivered(dataset):
+  """Each split's labels by image, from its evaluation batches (every image once, in order)."""
+  out = {}
+  for name in ('train', 'val', 'test'):
+    split = getattr(dataset, name)
+    indices = []
+    for batch in data.eval_batches(split, 4):
+      indices += [int(i) for i, m in zip(batch['index'], batch['mask']) if m]
+    out[name] = indices
+    assert indices == list(range(len(split)))  # every image exactly once
+  return out
+
+
+def test_dangling_symlink_and_non_utf8_name_are_handled(tmp_path):
+  root = image_folder(str(tmp_path / 'images'))
+  os.symlink(os.path.join(root, 'nowhere.png'), os.path.join(root, 'a', 'dangling.png'))
+  name = os.fsdecode(b'\xff\xfe caf\xe9.png')  # not UTF-8: a surrogate-escaped str
+  Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(os.path.join(root, 'b', name))
+  dataset = data.load_dataset(folder_config(root), seed=0)
+  assert dataset.info['skipped_count'] == 1
+  assert dataset.info['skipped_files'] == ['a/dangling.png']
+  sizes = {k: len(v) for k, v in delivered(dataset).items()}
+  assert sum(sizes.values()) == 3 * 6 + 1  # every readable image, the non-UTF-8 one included
+  files.write_json(str(tmp_path / 'summary.json'), dataset.info)
+  assert files.read_json(str(tmp_path / 'summary.json'))['skipped_count'] == 1
+  again = data.load_dataset(folder_config(root), seed=0)  # the saved split file reads back
+  assert again.info['split_sizes'] == dataset.info['split_sizes']
+
+
+def test_class_with_only_unreadable_files_is_refused_naming_it(tmp_path):
+  root = image_folder(str(tmp_path / 'images'))
+  os.makedirs(os.path.join(root, 'd'))
+  for i in range(3):
+    with open(os.path.join(root, 'd', f'{i}.jpg'), 'wb') as f:
+      f.write(b'not a jpeg')
+  with pytest.raises(ValueError, match=r"class 'd': all its 3 images are unreadable \(d/0.jpg"):
+    data.load_dataset(folder_config(root), seed=0)

@@ -168,6 +168,7 @@ def _load_or_make_split(data_config, path, keys, tags, labels, class_names, skip
   tag_of = dict(zip(keys, tags))
   usable = [(k, l) for k, l in zip(keys, labels) if k not in bad]
   skipped = sorted(bad)
+  _check_no_class_left_empty(class_names, labels, [l for _, l in usable], keys, bad)
   record = splits_lib.make_split(
       data_config.name, [k for k, _ in usable], np.array([l for _, l in usable]),
       [tag_of[k] for k, _ in usable] + [tag_of[k] for k in skipped], class_names,
@@ -176,6 +177,15 @@ def _load_or_make_split(data_config, path, keys, tags, labels, class_names, skip
   logging.info('made the split %s: %s', path,
                {s: len(v) for s, v in record['splits'].items()})
   return record, True
+
+
+def _check_no_class_left_empty(class_names, labels, usable_labels, keys, bad):
+  """A class whose every image is unreadable is refused, as an empty class folder is."""
+  for label in sorted(set(labels) - set(usable_labels)):
+    unreadable = [k for k, l in zip(keys, labels) if l == label and k in bad]
+    raise ValueError(f'class {class_names[label]!r}: all its {len(unreadable)} images are '
+                     f'unreadable ({", ".join(map(str, unreadable[:5]))}: {bad[unreadable[0]]}); '
+                     'fix or remove them, or remove the class')
 
 
 def _image_source(data_config, loader, labels, state_dir, fingerprint):

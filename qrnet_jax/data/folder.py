@@ -90,11 +90,20 @@ def scan_tree(root: str, exclude: Sequence[str] = (), recursive: bool = True) ->
     for rel in sorted(found):
       files.append(rel)
       labels.append(label)
-      sizes.append(os.path.getsize(os.path.join(root, rel)))
+      sizes.append(_size(os.path.join(root, rel)))
   if len(class_names) < 2:
     raise ValueError(f'image folder {root} has {len(class_names)} class folder(s) '
                      f'{class_names}; a classification dataset needs at least two')
   return Tree(root, class_names, files, labels, sizes, sorted(ignored))
+
+
+def _size(path) -> int:
+  """Bytes of `path`; -1 where it cannot be read (e.g. a symlink to a missing file), which the
+  readability check then skips and counts."""
+  try:
+    return os.path.getsize(path)
+  except OSError:
+    return -1
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,10 +45,11 @@ def split_indices(labels, seed, test_fraction=0.2, val_fraction=0.2):
 def fingerprint(keys: Sequence, sizes: Sequence, class_names: Sequence[str]) -> str:
   """sha256 of (key, size) pairs and class names: changes when any file is added/removed/resized."""
   digest = hashlib.sha256()
+  # surrogateescape: a file name that is not UTF-8 (legal on Linux) keeps its own bytes.
   for name in class_names:
-    digest.update(f'class\t{name}\n'.encode())
+    digest.update(f'class\t{name}\n'.encode('utf-8', 'surrogateescape'))
   for key, size in zip(keys, sizes):
-    digest.update(f'{key}\t{size}\n'.encode())
+    digest.update(f'{key}\t{size}\n'.encode('utf-8', 'surrogateescape'))
   return digest.hexdigest()
 
 
