@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
-exec .venv/bin/python -m pytest -q "$@"
+# One worker per core, each taking whole test files (their module fixtures are built once).
+exec .venv/bin/python -m pytest -q -n auto --dist loadfile "$@"
