@@ -16,7 +16,6 @@ worker processes, which also take 1.5 s each to start) or in `num_workers` grain
 by grain's prefetching, in order.
 """
 import dataclasses
-import json
 import logging
 import os
 import threading
@@ -24,6 +23,8 @@ from typing import Iterator, Optional
 
 import grain
 import numpy as np
+
+from qrnet_jax import files
 
 CACHE_MODES = ('memory', 'disk', 'none')
 _ENDLESS = 2 ** 62  # grain MapDatasets are finite; this many steps never runs out
@@ -126,8 +127,7 @@ class ImageSource:
       images.flush()
       del images
       os.replace(partial, self.cache_path)
-      with open(self._sidecar, 'w') as f:
-        json.dump({'key': self.cache_key, 'shape': list(shape)}, f)
+      files.write_json(self._sidecar, {'key': self.cache_key, 'shape': list(shape)})
       images = np.load(self.cache_path, mmap_mode='r')
       logging.info('cached %d decoded images in %s', len(self), self.cache_path)
     self._images = images
@@ -137,11 +137,7 @@ class ImageSource:
     return os.path.splitext(self.cache_path)[0] + '.json'
 
   def _disk_cache_complete(self):
-    try:
-      with open(self._sidecar) as f:
-        meta = json.load(f)
-    except (OSError, ValueError):
-      return False
+    meta = files.read_json(self._sidecar) or {}
     return (os.path.exists(self.cache_path) and meta.get('key') == self.cache_key
             and meta.get('shape') == [len(self), self.image_size, self.image_size, 3])
 
