@@ -1,0 +1,231 @@
+"""A trained QRNet on your own images: `python -m qrnet_jax.restore` (see __main__.py).
+
+`restore_files` reads every image Pillow reads (any size, any mode), optionally distorts it as the
+paper does (Section IV-A, seeded per file), restores it with QRNet (tiles.py: padded to a multiple
+of 16, large images in seamless tiles, images batched by shape so each shape compiles once), writes
+it under the output folder, and, with a classifier of the run, records its top-5 classes before and
+after restoration (predictions.py) and draws a contact sheet (sheet.py). A file that cannot be read
+is reported with its reason and counted; the others are still written.
+"""
+import dataclasses
+import logging
+import os
+import time
+import zlib
+from typing import Optional
+
+import jax
+import numpy as np
+import tqdm
+from PIL import Image
+
+from qrnet_jax import distortions, files
+from qrnet_jax.errors import ConfigError
+from qrnet_jax.ops import conv
+from qrnet_jax.restore import inputs as inputs_lib
+from qrnet_jax.restore import predictions, sheet as sheet_lib, tiles
+from qrnet_jax.restore.trained import TrainedRun
+
+PREDICTIONS_FILE = 'predictions.csv'
+SHEET_FILE = 'sheet.png'
+SHEET_MAX_ROWS = 50
+
+
+@dataclasses.dataclass(frozen=True)
+class Distortion:
+  """One of the paper's distortions at one level, e.g. noise:60 (0-255 units) or blur:4 (px)."""
+  type: str
+  level: float
+
+  @classmethod
+  def parse(cls, text: str, flag: str = '--distort') -> 'Distortion':
+    kind, _, level = text.partition(':')
+    try:
+      value = float(level)
+    except ValueError:
+      value = float('nan')
+    if kind not in distortions.DISTORTION_TYPES or not value > 0 or value == float('inf'):
+      raise ConfigError(f'{flag}={text}: expected TYPE:LEVEL with TYPE one of '
+                        f'{", ".join(distortions.DISTORTION_TYPES)} and a positive LEVEL, e.g. '
+                        'noise:60 (sigma in 0-255 units) or blur:4 (sigma in px)')
+    return cls(kind, value)
+
+  def apply(self, image: np.ndarray, key) -> np.ndarray:
+    """The distorted (H, W, 3) float image (blur: OpenCV's reflect-101 border; a sigma above the
+    image's side raises ValueError)."""
+    return np.asarray(distortions.distort(image[None], key, self.type, self.level)[0])
+
+
+def file_key(seed: int, relative: str):
+  """The distortion key of a file: from the seed and its relative path, so its noise does not
+  depend on the other files of the command."""
+  digest = zlib.crc32(relative.encode('utf-8', 'surrogateescape')) & 0x7fffffff
+  return jax.random.fold_in(jax.random.PRNGKey(seed), digest)
+
+
+@dataclasses.dataclass
+class Outcome:
+  written: list = dataclasses.field(default_factory=list)  # (input path, output path)
+  failed: list = dataclasses.field(default_factory=list)  # (input path, reason)
+  predictions_csv: Optional[str] = None
+  sheet: Optional[str] = None
+  seconds: float = 0.
+
+
+@dataclasses.dataclass
+class _Item:
+  source: inputs_lib.InputImage
+  size: tuple  # (H, W)
+  output: str
+  image_format: str
+
+
+def _reason(error: Exception) -> str:
+  return f'{type(error).__name__}: {error}'
+
+
+def _scan(found, output_dir, keep_format, tile, outcome):
+  """Items grouped by the shape QRNet sees ({shape: [item]}); unreadable headers go to failed."""
+  groups, taken = {}, set()
+  for source in found:
+    try:
+      with Image.open(source.path) as image:
+        size, image_format = (image.height, image.width), image.format
+    except Exception as e:  # pylint: disable=broad-except  (any unreadable file is reported)
+      outcome.failed.append((source.path, _reason(e)))
+      continue
+    fmt = inputs_lib.output_format(image_format, keep_format)
+    output = os.path.join(output_dir, inputs_lib.output_relative(source, fmt, taken))
+    groups.setdefault(tiles.window_shape(*size, tile), []).append(
+        _Item(source, size, output, fmt))
+  return groups
+
+
+def _chunks_of_images(items, tile, batch_size):
+  """Consecutive items whose windows fill about one batch (one large image may fill many)."""
+  chunk, count = [], 0
+  for item in items:
+    chunk.append(item)
+    count += len(tiles.windows(*map(tiles.padded_size, item.size), tile))
+    if count >= batch_size:
+      yield chunk
+      chunk, count = [], 0
+  if chunk:
+    yield chunk
+
+
+def restore_files(run: TrainedRun, paths, output_dir: str, *, keep_format: bool = False,
+                  batch_size: int = 8, tile: int = tiles.DEFAULT_TILE,
+                  distortion: Optional[Distortion] = None, seed: int = 0, sheet: bool = False,
+                  progress: bool = True) -> Outcome:
+  """Restores every image found in `paths` into `output_dir`; see the module docstring."""
+  if batch_size < 1:
+    raise ConfigError(f'--batch_size={batch_size}: must be at least 1')
+  tiles.windows(tile, tile, tile)  # a bad tile side raises here, before any work
+  found = inputs_lib.find_inputs(paths, output_dir)
+  outcome, start = Outcome(), time.perf_counter()
+  groups = _scan(found, output_dir, keep_format, tile, outcome)
+  extra = [os.path.join(output_dir, PREDICTIONS_FILE)] * bool(run.classifier) + [
+      os.path.join(output_dir, SHEET_FILE)] * sheet
+  outputs = [item.output for group in groups.values() for item in group]
+  inputs_lib.check_no_input_overwritten(outputs + extra, found)
+  if set(extra) & set(outputs):
+    raise ConfigError(f'--output={output_dir}: an input would be written over '
+                      f'{" or ".join(sorted(set(extra) & set(outputs)))}; choose another folder')
+  os.makedirs(output_dir, exist_ok=True)
+  results, rows = {}, []
+  bar = tqdm.tqdm(total=len(found), unit='img', desc='restore', disable=not progress)
+  bar.update(len(outcome.failed))
+  params = run.qrnet_params
+  restore = jax.jit(lambda p, x: run.qrnet.apply({'params': p}, x, train=False))
+  with conv.conv_impl(run.config.model.get('conv_impl', 'auto')):
+    for shape, items in sorted(groups.items()):
+      windows_in_group = sum(len(tiles.windows(*map(tiles.padded_size, i.size), tile))
+                             for i in items)
+      group_batch = min(batch_size, windows_in_group)  # one program per shape
+      for chunk in _chunks_of_images(items, tile, group_batch):
+        _restore_chunk(chunk, lambda x: restore(params, x), run, group_batch, tile, distortion,
+                       seed, outcome, results, rows if sheet else None, batch_size)
+        bar.update(len(chunk))
+  bar.close()
+  outcome.seconds = time.perf_counter() - start
+  if run.classifier is not None:
+    outcome.predictions_csv = os.path.join(output_dir, PREDICTIONS_FILE)
+    failed = dict(outcome.failed)
+    files.write_text(outcome.predictions_csv, predictions.csv_text(
+        [results.get(s.path) or {'input': s.path, 'error': failed.get(s.path, '')}
+         for s in found]))
+  if sheet:
+    outcome.sheet = os.path.join(output_dir, SHEET_FILE)
+    order = {s.path: i for i, s in enumerate(found)}
+    rows.sort(key=lambda r: order[r[0]])
+    picture = sheet_lib.contact_sheet([r for _, r in rows[:SHEET_MAX_ROWS]])
+    inputs_lib.write_image(outcome.sheet, np.asarray(picture), None, 'PNG')
+  return outcome
+
+
+def _restore_chunk(chunk, apply_fn, run, group_batch, tile, distortion, seed, outcome, results,
+                   sheet_rows, batch_size):
+  """Reads, distorts, restores and writes the images of one chunk; records their predictions."""
+  loaded = []
+  for item in chunk:
+    try:
+      rgb, alpha, _ = inputs_lib.read_rgb(item.source.path)
+      if distortion is not None:
+        rgb = distortion.apply(rgb, file_key(seed, item.source.relative))
+      loaded.append((item, rgb, alpha))
+    except Exception as e:  # pylint: disable=broad-except  (decoding errors of any kind)
+      outcome.failed.append((item.source.path, _reason(e)))
+  if not loaded:
+    return
+  restored = tiles.restore_padded([tiles.pad_to_multiple(rgb) for _, rgb, _ in loaded], apply_fn,
+                                  group_batch, tile)
+  restored = [out[:rgb.shape[0], :rgb.shape[1]] for out, (_, rgb, _) in zip(restored, loaded)]
+  ranked = _predictions(run, [rgb for _, rgb, _ in loaded], restored, batch_size)
+  for index, ((item, rgb, alpha), out) in enumerate(zip(loaded, restored)):
+    try:
+      inputs_lib.write_image(item.output, inputs_lib.to_uint8(out), alpha, item.image_format)
+    except Exception as e:  # pylint: disable=broad-except  (a file the format cannot hold)
+      outcome.failed.append((item.source.path, _reason(e)))
+      continue
+    outcome.written.append((item.source.path, item.output))
+    row = {'input': item.source.path, 'output': item.output}
+    if ranked is not None:
+      row.update(before=ranked[0][index], after=ranked[1][index])
+    results[item.source.path] = row
+    if sheet_rows is not None:
+      captions = ((sheet_lib.prediction_lines(row['before']),
+                   sheet_lib.prediction_lines(row['after']), ()) if ranked is not None
+                  else ((), (), ()))
+      sheet_rows.append((item.source.path, sheet_lib.Row(
+          item.source.relative, sheet_lib.thumbnail(inputs_lib.to_uint8(rgb)),
+          sheet_lib.thumbnail(inputs_lib.to_uint8(out)),
+          sheet_lib.thumbnail(sheet_lib.difference(out, rgb)), captions)))
+
+
+def _predictions(run, originals, restored, batch_size):
+  """([top-5 before], [top-5 after]) per image, or None without a classifier."""
+  c = run.classifier
+  if c is None:
+    return None
+  policy = run.config.data.get('resize', 'squash')
+  ranked = []
+  for images in (originals, restored):
+    batch = np.stack([predictions.classifier_input(x, c.input_size, policy) for x in images])
+    probs = predictions.classify(c, batch, batch_size)
+    ranked.append([predictions.top_k(p, c.class_names) for p in probs])
+  return ranked
+
+
+def log_outcome(outcome: Outcome, output_dir: str):
+  count = len(outcome.written)
+  logging.info('restored %d image%s into %s in %.1f s (%.2f images/s)', count,
+               '' if count == 1 else 's', output_dir, outcome.seconds,
+               count / max(outcome.seconds, 1e-9))
+  for path in (outcome.predictions_csv, outcome.sheet):
+    if path:
+      logging.info('wrote %s', path)
+  if outcome.failed:
+    logging.warning('%d file%s could not be restored:\n%s', len(outcome.failed),
+                    '' if len(outcome.failed) == 1 else 's',
+                    '\n'.join(f'  {path}: {reason}' for path, reason in outcome.failed))

@@ -1,0 +1,170 @@
+"""A finished run's models, read back from its workdir: QRNet from a checkpoint (the best by
+default) and, when asked, one of its classifiers with the variables the run evaluated it with.
+
+Nothing here writes into the workdir: checkpoints are opened read-only, so a run still training
+there is not disturbed.
+"""
+import dataclasses
+import os
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+import orbax.checkpoint as ocp
+
+from qrnet_jax import config_validation, files, run_classifiers, steps
+from qrnet_jax.errors import ConfigError
+from qrnet_jax.models import QRNet, variable_shapes
+from qrnet_jax.models import classifiers as classifier_lib
+from qrnet_jax.weights import convert
+
+SUMMARY_FILE = 'summary.json'
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedClassifier:
+  spec: steps.Classifier  # its module and name, as the run's steps use it
+  frozen: dict  # its variables but the part trained with QRNet
+  trainable: dict  # the part trained with QRNet (end-to-end mode; {} when frozen)
+  input_size: int  # the side its input is resized to
+  class_names: Optional[tuple]  # from the run's dataset, where it has names
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+  config: ml_collections.ConfigDict
+  qrnet: QRNet
+  qrnet_params: dict
+  classifier: Optional[TrainedClassifier]
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The run's resolved config (WORKDIR/config.json)."""
+  saved = files.read_json(os.path.join(workdir, config_validation.CONFIG_FILE))
+  if saved is None:
+    raise ConfigError(f'--workdir={workdir}: no readable {config_validation.CONFIG_FILE}; give '
+                      'the folder of a run (python -m qrnet_jax.main --workdir)')
+  return ml_collections.ConfigDict(saved)
+
+
+def classifier_names(config) -> list:
+  return sorted(list(config.classifiers) + list(config.get('eval_classifiers', {})))
+
+
+def _classifier_entry(config, name):
+  """(group, entry) of classifier NAME in config.classifiers or config.eval_classifiers."""
+  for group in run_classifiers.GROUPS:
+    if name in config.get(group, {}):
+      return group, config[group][name]
+  raise ConfigError(f'--classifier={name}: not a classifier of this run; its classifiers: '
+                    f'{", ".join(classifier_names(config)) or "none"}')
+
+
+def _classifier_dir(config, workdir, name):
+  """Where classifier NAME's variables are: its config checkpoint or the run's trained one. A
+  relative checkpoint path is taken from where the run was started (a suite's runs name their
+  classifier runs so): here, or else the nearest folder above the workdir that holds it."""
+  _, c = _classifier_entry(config, name)
+  if not c.checkpoint:
+    return run_classifiers.trained_classifier_dir(workdir, name)
+  if os.path.isabs(c.checkpoint) or os.path.exists(c.checkpoint):
+    return c.checkpoint
+  folder = os.path.abspath(workdir)
+  while os.path.dirname(folder) != folder:
+    folder = os.path.dirname(folder)
+    if os.path.exists(os.path.join(folder, c.checkpoint)):
+      return os.path.join(folder, c.checkpoint)
+  return c.checkpoint
+
+
+def _module(config, workdir, name):
+  """(entry, module, num_classes) of classifier NAME; its class count from its saved record."""
+  _, c = _classifier_entry(config, name)
+  path = _classifier_dir(config, workdir, name)
+  num_classes = convert.converted_info(path).get('num_classes')
+  if num_classes is None:
+    raise ConfigError(f'--classifier={name}: no trained classifier at {path} (the run has not '
+                      'trained it yet)')
+  return c, classifier_lib.build_classifier(c.arch, num_classes,
+                                            dtype=jnp.dtype(config.model.dtype)), num_classes
+
+
+def _abstract_state(config, workdir, qrnet):
+  """Shapes of the run's train state (as train.py creates it), on this process's first device."""
+  size = config.data.image_size
+  trainable = {}
+  for name, c in config.classifiers.items():
+    _, module, _ = _module(config, workdir, name)
+    shapes = variable_shapes(module, classifier_lib.input_size(c.arch) or size)
+    names = classifier_lib.trainable_parts(c.arch, c.trainable)
+    trainable[name] = run_classifiers.split_variables(shapes, names)[1]
+  state = jax.eval_shape(lambda params, trainable: steps.create_train_state(
+      params, trainable, optax.adam(config.train.learning_rate), config.seed),
+      variable_shapes(qrnet, size)['params'], trainable)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), state)
+
+
+def checkpoint_step_dir(workdir: str, checkpoint: str = '') -> str:
+  """The Orbax step folder to read: '' or 'best' (the run's best), 'latest', or a step folder
+  (RUN/checkpoints/latest/1200)."""
+  if checkpoint and checkpoint not in ('best', 'latest'):
+    if not os.path.isdir(os.path.join(checkpoint, 'state')):
+      raise ConfigError(f'--checkpoint={checkpoint}: not a checkpoint step folder (one with a '
+                        'state/ folder, e.g. RUN/checkpoints/latest/1200), best or latest')
+    return os.path.abspath(checkpoint)
+  root = os.path.join(os.path.abspath(workdir), 'checkpoints', checkpoint or 'best')
+  steps_saved = sorted(int(n) for n in (os.listdir(root) if os.path.isdir(root) else ())
+                       if n.isdigit())
+  if not steps_saved:
+    raise ConfigError(f'--workdir={workdir}: no {checkpoint or "best"} checkpoint in {root} (a run '
+                      'that trained no QRNet, or one that has not finished an epoch)')
+  return os.path.join(root, str(steps_saved[-1]))
+
+
+def restore_state(step_dir: str, abstract_state):
+  """The train state of one checkpoint step folder, opened read-only."""
+  manager = ocp.CheckpointManager(os.path.dirname(step_dir),
+                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  try:
+    restored = manager.restore(int(os.path.basename(step_dir)), args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state)))
+  finally:
+    manager.close()
+  return restored.state
+
+
+def load_run(workdir: str, checkpoint: str = '', classifier: str = '') -> TrainedRun:
+  """QRNet with its parameters from `checkpoint` (see checkpoint_step_dir), and classifier NAME
+  (none when empty) with the variables the run evaluates it with."""
+  if not os.path.isdir(workdir):
+    raise ConfigError(f'--workdir={workdir}: not a folder')
+  config = read_config(workdir)
+  qrnet = QRNet(small=config.model.small, dropout_rate=config.model.dropout_rate,
+                dtype=jnp.dtype(config.model.dtype))
+  state = restore_state(checkpoint_step_dir(workdir, checkpoint),
+                        _abstract_state(config, workdir, qrnet))
+  trained = None
+  if classifier:
+    trained = _trained_classifier(config, workdir, classifier, state.params['classifiers'])
+  return TrainedRun(config, qrnet, state.params['qrnet'], trained)
+
+
+def _trained_classifier(config, workdir, name, trained_params):
+  c, module, num_classes = _module(config, workdir, name)
+  group, _ = _classifier_entry(config, name)
+  variables = run_classifiers.load_classifier_checkpoint(
+      _classifier_dir(config, workdir, name), c.arch, module, num_classes,
+      field=f'config.{group}.{name}.checkpoint')
+  names = classifier_lib.trainable_parts(c.arch, c.trainable)
+  frozen, trainable = run_classifiers.split_variables(variables, names)
+  trainable = trained_params.get(name, trainable)  # end-to-end: the part trained with QRNet
+  summary = files.read_json(os.path.join(workdir, SUMMARY_FILE)) or {}
+  class_names = summary.get('data', {}).get('class_names')
+  return TrainedClassifier(
+      spec=run_classifiers.classifier_spec(name, c, module, names, c.weight), frozen=frozen,
+      trainable=trainable,
+      input_size=classifier_lib.input_size(c.arch) or config.data.image_size,
+      class_names=tuple(class_names) if class_names and len(class_names) == num_classes else None)
