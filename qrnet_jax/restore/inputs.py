@@ -74,6 +74,9 @@ def find_inputs(paths, output_dir: str) -> list:
 
 
 def output_format(image_format: Optional[str], keep_format: bool) -> str:
+  """The format an image is written in: PNG, or with keep_format its own where Pillow writes it
+  (a camera's MPO JPEG as JPEG)."""
+  image_format = 'JPEG' if image_format == 'MPO' else image_format
   return image_format if keep_format and image_format in WRITABLE_FORMATS else 'PNG'
 
 
