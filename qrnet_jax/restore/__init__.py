@@ -63,6 +63,24 @@ def file_key(seed: int, relative: str):
   return jax.random.fold_in(jax.random.PRNGKey(seed), digest)
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """The restore command's choices (its flags)."""
+  keep_format: bool = False  # write each image in its input's format (else PNG)
+  batch_size: int = 8  # images or tiles per QRNet call, and images per classifier call
+  tile: int = tiles.DEFAULT_TILE
+  distortion: Optional[Distortion] = None
+  seed: int = 0  # of the distortion
+  sheet: bool = False
+
+  def check(self):
+    if self.batch_size < 1:
+      raise ConfigError(f'--batch_size={self.batch_size}: must be at least 1')
+    if not tiles.is_valid_tile(self.tile):
+      raise ConfigError(f'--tile={self.tile}: must be a multiple of 16 above '
+                        f'{2 * tiles.TILE_MARGIN} (twice the overlap)')
+
+
 @dataclasses.dataclass
 class Outcome:
   written: list = dataclasses.field(default_factory=list)  # (input path, output path)
@@ -72,8 +90,9 @@ class Outcome:
   seconds: float = 0.
 
 
-@dataclasses.dataclass
-class _Item:
+@dataclasses.dataclass(frozen=True)
+class PlannedImage:
+  """An input whose header was read: its size, and where and how it is written."""
   source: inputs_lib.InputImage
   size: tuple  # (H, W)
   output: str
@@ -84,21 +103,33 @@ def _reason(error: Exception) -> str:
   return f'{type(error).__name__}: {error}'
 
 
-def _scan(found, output_dir, keep_format, tile, outcome):
-  """Items grouped by the shape QRNet sees ({shape: [item]}); unreadable headers go to failed."""
+def plan(found, output_dir: str, settings: Settings, failed: list) -> dict:
+  """{shape QRNet sees: [PlannedImage]} from the files' headers (not decoded); a file Pillow
+  cannot open goes to `failed` with its reason."""
   groups, taken = {}, set()
   for source in found:
     try:
       with Image.open(source.path) as image:
         size, image_format = (image.height, image.width), image.format
     except Exception as e:  # pylint: disable=broad-except  (any unreadable file is reported)
-      outcome.failed.append((source.path, _reason(e)))
+      failed.append((source.path, _reason(e)))
       continue
-    fmt = inputs_lib.output_format(image_format, keep_format)
+    fmt = inputs_lib.output_format(image_format, settings.keep_format)
     output = os.path.join(output_dir, inputs_lib.output_relative(source, fmt, taken))
-    groups.setdefault(tiles.window_shape(*size, tile), []).append(
-        _Item(source, size, output, fmt))
+    groups.setdefault(tiles.window_shape(*size, settings.tile), []).append(
+        PlannedImage(source, size, output, fmt))
   return groups
+
+
+def _check_outputs(groups, found, output_dir, settings, with_classifier):
+  """Stops before any work when an output would replace an input or another output."""
+  extra = ([os.path.join(output_dir, PREDICTIONS_FILE)] * with_classifier
+           + [os.path.join(output_dir, SHEET_FILE)] * settings.sheet)
+  outputs = [item.output for group in groups.values() for item in group]
+  inputs_lib.check_no_input_overwritten(outputs + extra, found)
+  if set(extra) & set(outputs):
+    raise ConfigError(f'--output={output_dir}: an input would be written over '
+                      f'{" or ".join(sorted(set(extra) & set(outputs)))}; choose another folder')
 
 
 def _chunks_of_images(items, tile, batch_size):
@@ -106,7 +137,7 @@ def _chunks_of_images(items, tile, batch_size):
   chunk, count = [], 0
   for item in items:
     chunk.append(item)
-    count += len(tiles.windows(*map(tiles.padded_size, item.size), tile))
+    count += tiles.window_count(*item.size, tile)
     if count >= batch_size:
       yield chunk
       chunk, count = [], 0
@@ -114,38 +145,29 @@ def _chunks_of_images(items, tile, batch_size):
     yield chunk
 
 
-def restore_files(run: TrainedRun, paths, output_dir: str, *, keep_format: bool = False,
-                  batch_size: int = 8, tile: int = tiles.DEFAULT_TILE,
-                  distortion: Optional[Distortion] = None, seed: int = 0, sheet: bool = False,
+def restore_files(run: TrainedRun, paths, output_dir: str, settings: Settings = Settings(),
                   progress: bool = True) -> Outcome:
   """Restores every image found in `paths` into `output_dir`; see the module docstring."""
-  if batch_size < 1:
-    raise ConfigError(f'--batch_size={batch_size}: must be at least 1')
-  tiles.windows(tile, tile, tile)  # a bad tile side raises here, before any work
+  settings.check()
   found = inputs_lib.find_inputs(paths, output_dir)
   outcome, start = Outcome(), time.perf_counter()
-  groups = _scan(found, output_dir, keep_format, tile, outcome)
-  extra = [os.path.join(output_dir, PREDICTIONS_FILE)] * bool(run.classifier) + [
-      os.path.join(output_dir, SHEET_FILE)] * sheet
-  outputs = [item.output for group in groups.values() for item in group]
-  inputs_lib.check_no_input_overwritten(outputs + extra, found)
-  if set(extra) & set(outputs):
-    raise ConfigError(f'--output={output_dir}: an input would be written over '
-                      f'{" or ".join(sorted(set(extra) & set(outputs)))}; choose another folder')
+  groups = plan(found, output_dir, settings, outcome.failed)
+  _check_outputs(groups, found, output_dir, settings, run.classifier is not None)
   os.makedirs(output_dir, exist_ok=True)
-  results, rows = {}, []
+  rows, sheet_rows = {}, {}
   bar = tqdm.tqdm(total=len(found), unit='img', desc='restore', disable=not progress)
   bar.update(len(outcome.failed))
-  params = run.qrnet_params
-  restore = jax.jit(lambda p, x: run.qrnet.apply({'params': p}, x, train=False))
+  restore = jax.jit(lambda params, images: run.qrnet.apply({'params': params}, images))
   with conv.conv_impl(run.config.model.get('conv_impl', 'auto')):
-    for shape, items in sorted(groups.items()):
-      windows_in_group = sum(len(tiles.windows(*map(tiles.padded_size, i.size), tile))
-                             for i in items)
-      group_batch = min(batch_size, windows_in_group)  # one program per shape
-      for chunk in _chunks_of_images(items, tile, group_batch):
-        _restore_chunk(chunk, lambda x: restore(params, x), run, group_batch, tile, distortion,
-                       seed, outcome, results, rows if sheet else None, batch_size)
+    for _, items in sorted(groups.items()):
+      # One batch size per shape, so each shape compiles once.
+      batch = min(settings.batch_size, sum(tiles.window_count(*i.size, settings.tile)
+                                           for i in items))
+      for chunk in _chunks_of_images(items, settings.tile, batch):
+        for item, rgb, alpha, restored, ranked in _restored_chunk(
+            chunk, lambda x: restore(run.qrnet_params, x), run, settings, batch,
+            outcome.failed):
+          _write(item, rgb, alpha, restored, ranked, settings, outcome, rows, sheet_rows)
         bar.update(len(chunk))
   bar.close()
   outcome.seconds = time.perf_counter() - start
@@ -153,58 +175,57 @@ def restore_files(run: TrainedRun, paths, output_dir: str, *, keep_format: bool 
     outcome.predictions_csv = os.path.join(output_dir, PREDICTIONS_FILE)
     failed = dict(outcome.failed)
     files.write_text(outcome.predictions_csv, predictions.csv_text(
-        [results.get(s.path) or {'input': s.path, 'error': failed.get(s.path, '')}
-         for s in found]))
-  if sheet:
+        [rows.get(s.path) or {'input': s.path, 'error': failed.get(s.path, '')} for s in found]))
+  if settings.sheet:
     outcome.sheet = os.path.join(output_dir, SHEET_FILE)
-    order = {s.path: i for i, s in enumerate(found)}
-    rows.sort(key=lambda r: order[r[0]])
-    picture = sheet_lib.contact_sheet([r for _, r in rows[:SHEET_MAX_ROWS]])
+    picture = sheet_lib.contact_sheet(
+        [sheet_rows[s.path] for s in found if s.path in sheet_rows][:SHEET_MAX_ROWS])
     inputs_lib.write_image(outcome.sheet, np.asarray(picture), None, 'PNG')
   return outcome
 
 
-def _restore_chunk(chunk, apply_fn, run, group_batch, tile, distortion, seed, outcome, results,
-                   sheet_rows, batch_size):
-  """Reads, distorts, restores and writes the images of one chunk; records their predictions."""
+def _restored_chunk(chunk, apply_fn, run, settings, batch_size, failed):
+  """(item, input, alpha, restored, (top-5 before, after) or None) per readable image of a chunk:
+  read, distorted if asked, restored in windows of `batch_size`, cropped back."""
   loaded = []
   for item in chunk:
     try:
       rgb, alpha, _ = inputs_lib.read_rgb(item.source.path)
-      if distortion is not None:
-        rgb = distortion.apply(rgb, file_key(seed, item.source.relative))
+      if settings.distortion is not None:
+        rgb = settings.distortion.apply(rgb, file_key(settings.seed, item.source.relative))
       loaded.append((item, rgb, alpha))
     except Exception as e:  # pylint: disable=broad-except  (decoding errors of any kind)
-      outcome.failed.append((item.source.path, _reason(e)))
+      failed.append((item.source.path, _reason(e)))
   if not loaded:
+    return []
+  padded = tiles.restore_padded([tiles.pad_to_multiple(rgb) for _, rgb, _ in loaded], apply_fn,
+                                batch_size, settings.tile)
+  restored = [out[:rgb.shape[0], :rgb.shape[1]] for out, (_, rgb, _) in zip(padded, loaded)]
+  ranked = _predictions(run, [rgb for _, rgb, _ in loaded], restored, settings.batch_size)
+  return [(item, rgb, alpha, out, ranked[i] if ranked else None)
+          for i, ((item, rgb, alpha), out) in enumerate(zip(loaded, restored))]
+
+
+def _write(item, rgb, alpha, restored, ranked, settings, outcome, rows, sheet_rows):
+  """Writes one restored image; records its CSV row and sheet row."""
+  try:
+    inputs_lib.write_image(item.output, inputs_lib.to_uint8(restored), alpha, item.image_format)
+  except Exception as e:  # pylint: disable=broad-except  (e.g. a format that cannot hold it)
+    outcome.failed.append((item.source.path, _reason(e)))
     return
-  restored = tiles.restore_padded([tiles.pad_to_multiple(rgb) for _, rgb, _ in loaded], apply_fn,
-                                  group_batch, tile)
-  restored = [out[:rgb.shape[0], :rgb.shape[1]] for out, (_, rgb, _) in zip(restored, loaded)]
-  ranked = _predictions(run, [rgb for _, rgb, _ in loaded], restored, batch_size)
-  for index, ((item, rgb, alpha), out) in enumerate(zip(loaded, restored)):
-    try:
-      inputs_lib.write_image(item.output, inputs_lib.to_uint8(out), alpha, item.image_format)
-    except Exception as e:  # pylint: disable=broad-except  (a file the format cannot hold)
-      outcome.failed.append((item.source.path, _reason(e)))
-      continue
-    outcome.written.append((item.source.path, item.output))
-    row = {'input': item.source.path, 'output': item.output}
-    if ranked is not None:
-      row.update(before=ranked[0][index], after=ranked[1][index])
-    results[item.source.path] = row
-    if sheet_rows is not None:
-      captions = ((sheet_lib.prediction_lines(row['before']),
-                   sheet_lib.prediction_lines(row['after']), ()) if ranked is not None
-                  else ((), (), ()))
-      sheet_rows.append((item.source.path, sheet_lib.Row(
-          item.source.relative, sheet_lib.thumbnail(inputs_lib.to_uint8(rgb)),
-          sheet_lib.thumbnail(inputs_lib.to_uint8(out)),
-          sheet_lib.thumbnail(sheet_lib.difference(out, rgb)), captions)))
+  outcome.written.append((item.source.path, item.output))
+  rows[item.source.path] = {'input': item.source.path, 'output': item.output,
+                            **(dict(zip(predictions.STAGES, ranked)) if ranked else {})}
+  if settings.sheet and len(sheet_rows) < SHEET_MAX_ROWS:
+    captions = tuple(sheet_lib.prediction_lines(r) for r in ranked) if ranked else ((), ())
+    sheet_rows[item.source.path] = sheet_lib.Row(
+        item.source.relative, sheet_lib.thumbnail(inputs_lib.to_uint8(rgb)),
+        sheet_lib.thumbnail(inputs_lib.to_uint8(restored)),
+        sheet_lib.thumbnail(sheet_lib.difference(restored, rgb)), captions + ((),))
 
 
 def _predictions(run, originals, restored, batch_size):
-  """([top-5 before], [top-5 after]) per image, or None without a classifier."""
+  """[(top-5 before, top-5 after)] per image, or None without a classifier."""
   c = run.classifier
   if c is None:
     return None
@@ -212,9 +233,9 @@ def _predictions(run, originals, restored, batch_size):
   ranked = []
   for images in (originals, restored):
     batch = np.stack([predictions.classifier_input(x, c.input_size, policy) for x in images])
-    probs = predictions.classify(c, batch, batch_size)
-    ranked.append([predictions.top_k(p, c.class_names) for p in probs])
-  return ranked
+    ranked.append([predictions.top_k(p, c.class_names)
+                   for p in predictions.classify(c, batch, batch_size)])
+  return list(zip(*ranked))
 
 
 def log_outcome(outcome: Outcome, output_dir: str):

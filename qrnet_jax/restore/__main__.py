@@ -62,13 +62,15 @@ def export_parser():
 def run_restore(args) -> int:
   from qrnet_jax import restore  # pylint: disable=g-import-not-at-top
   from qrnet_jax.restore import trained  # pylint: disable=g-import-not-at-top
-  distortion = restore.Distortion.parse(args.distort) if args.distort else None
+  settings = restore.Settings(
+      keep_format=args.keep_format, batch_size=args.batch_size, tile=args.tile,
+      distortion=restore.Distortion.parse(args.distort) if args.distort else None,
+      seed=args.seed, sheet=args.sheet)
+  settings.check()  # bad flags stop the command before the run is read
   if os.path.exists(args.output) and not os.path.isdir(args.output):
     raise ConfigError(f'--output={args.output}: a file, not a folder')
   run = trained.load_run(args.workdir, args.checkpoint, args.classifier)
-  outcome = restore.restore_files(run, args.input, args.output, keep_format=args.keep_format,
-                                  batch_size=args.batch_size, tile=args.tile,
-                                  distortion=distortion, seed=args.seed, sheet=args.sheet)
+  outcome = restore.restore_files(run, args.input, args.output, settings)
   restore.log_outcome(outcome, args.output)
   return 1 if outcome.failed else 0
 

@@ -69,11 +69,16 @@ def _spans(length: int, tile: int, margin: int):
   return spans
 
 
+def is_valid_tile(tile: int, margin: int = TILE_MARGIN) -> bool:
+  """A tile side is a multiple of 16 that keeps something beside its two margins."""
+  return tile % SIZE_MULTIPLE == 0 and tile > 2 * margin
+
+
 def windows(height: int, width: int, tile: int = DEFAULT_TILE,
             margin: int = TILE_MARGIN) -> list:
   """The tiles of a padded (height, width) image; all of one shape: (min(height, tile),
   min(width, tile))."""
-  if tile % SIZE_MULTIPLE or tile <= 2 * margin:
+  if not is_valid_tile(tile, margin):
     raise ValueError(f'tile {tile}: must be a multiple of {SIZE_MULTIPLE} above twice the margin '
                      f'({2 * margin})')
   rows, cols = _spans(height, tile, margin), _spans(width, tile, margin)
@@ -84,6 +89,11 @@ def windows(height: int, width: int, tile: int = DEFAULT_TILE,
 def window_shape(height: int, width: int, tile: int = DEFAULT_TILE) -> tuple:
   """The shape QRNet sees for an image of this (unpadded) size: its padded size, or a tile."""
   return min(padded_size(height), tile), min(padded_size(width), tile)
+
+
+def window_count(height: int, width: int, tile: int = DEFAULT_TILE) -> int:
+  """How many tiles an image of this (unpadded) size is restored in."""
+  return len(windows(padded_size(height), padded_size(width), tile))
 
 
 def restore_padded(images: Sequence[np.ndarray], apply_fn: Callable, batch_size: int,
