@@ -136,6 +136,14 @@ def test_tile_margin_covers_qrnets_receptive_field():
   assert 100 < reach <= tiles.receptive_radius(small=False) <= tiles.TILE_MARGIN
 
 
+def test_padding_reflects_like_numpy_for_every_side():
+  for side in (1, 2, 3, 15, 16, 17, 37):
+    image = np.random.default_rng(side).random((side, 5, 3))
+    np.testing.assert_array_equal(
+        tiles.pad_to_multiple(image)[:, :5],
+        np.pad(image, ((0, tiles.padded_size(side) - side), (0, 0), (0, 0)), mode='reflect'))
+
+
 def test_tiles_keep_every_pixel_once():
   for height, width, tile in ((2000, 1504, 1024), (304, 480, 288), (304, 480, 320), (32, 640, 1024),
                               (1040, 272, 272)):
@@ -265,10 +273,12 @@ def test_exported_model_equals_the_flax_model(run_dir, loaded, tmp_path):
   exported = export.load_exported(str(path))
   c = loaded.classifier
   rng = np.random.default_rng(0)
-  for shape in ((2, 32, 48, 3), (3, 64, 16, 3)):
+  apply = jax.jit(lambda x: loaded.qrnet.apply({'params': loaded.qrnet_params}, x))
+  for shape in ((2, 32, 48, 3), (3, 64, 16, 3), (1, 37, 5, 3)):
     images = rng.random(shape, np.float32)
     restored, logits = exported.call(images)
-    expected = loaded.qrnet.apply({'params': loaded.qrnet_params}, images)
+    assert restored.shape == shape
+    expected = apply(tiles.pad_to_multiple(images))[:, :shape[1], :shape[2]]
     np.testing.assert_allclose(restored, expected, atol=1e-5, rtol=0)
     resized = predictions.classifier_input(np.asarray(expected), c.input_size)
     expected_logits, _ = steps.classifier_logits(c.spec, c.frozen, c.trainable, resized)

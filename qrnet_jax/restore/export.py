@@ -1,10 +1,10 @@
 """QRNet (and optionally one classifier) as serialized StableHLO (`jax.export`), with its
 parameters inside: callable from any JAX program without this project's code.
 
-The exported function takes float32 RGB images in [0, 1], (batch, 16*h, 16*w, 3) with batch, h and
-w symbolic (pad other sizes, e.g. reflect, and crop the output back), and returns the restored
-images, or (restored images, classifier logits) with a classifier; the classifier sees the
-restored image resized to its input as the restore command resizes it. Load and call:
+The exported function takes float32 RGB images in [0, 1], (batch, height, width, 3), all three
+symbolic, and returns the restored images of that shape (padded and cropped inside as the restore
+command pads them), or (restored images, classifier logits) with a classifier; the classifier sees
+the restored image resized to its input as the restore command resizes it. Load and call:
 
   exported = jax.export.deserialize(open(FILE, 'rb').read())
   restored = exported.call(images)
@@ -14,12 +14,11 @@ import jax.numpy as jnp
 from jax import export as jax_export
 
 from qrnet_jax import steps
-from qrnet_jax.models.qrnet import SIZE_MULTIPLE
 from qrnet_jax.ops import conv
-from qrnet_jax.restore import predictions
+from qrnet_jax.restore import predictions, tiles
 from qrnet_jax.restore.trained import TrainedRun
 
-INPUT_SHAPE = f'batch, {SIZE_MULTIPLE}*h, {SIZE_MULTIPLE}*w, 3'
+INPUT_SHAPE = 'batch, height, width, 3'
 
 
 def model_function(run: TrainedRun, with_classifier: bool = True):
@@ -28,7 +27,9 @@ def model_function(run: TrainedRun, with_classifier: bool = True):
   policy = run.config.data.get('resize', 'squash')
 
   def restore(images):
-    restored = run.qrnet.apply({'params': params}, images, train=False)
+    height, width = images.shape[1:3]
+    padded = tiles.pad_to_multiple(images, xp=jnp)
+    restored = run.qrnet.apply({'params': params}, padded, train=False)[:, :height, :width]
     if c is None:
       return restored
     resized = predictions.classifier_input(restored, c.input_size, policy, xp=jnp)

@@ -26,18 +26,28 @@ def receptive_radius(small: bool) -> int:
   return encoder_and_decoder + convs * 2 ** len(ENCODER_CHANNELS)  # + the bottleneck
 
 
-def padded_size(side: int) -> int:
-  return -(-side // SIZE_MULTIPLE) * SIZE_MULTIPLE
+def padded_size(side):
+  """The side rounded up to a multiple of 16 (also for a symbolic side, see export.py)."""
+  return SIZE_MULTIPLE * ((side + SIZE_MULTIPLE - 1) // SIZE_MULTIPLE)
 
 
-def pad_to_multiple(image: np.ndarray) -> np.ndarray:
-  """(H, W, C) reflect-padded at the bottom and right to multiples of 16 (numpy's 'reflect', the
-  distortions' reflect-101 border; repeated for sides under the padding, a 1 px side repeats)."""
-  height, width = image.shape[:2]
-  pads = ((0, padded_size(height) - height), (0, padded_size(width) - width), (0, 0))
-  if pads[0][1] == pads[1][1] == 0:
-    return image
-  return np.pad(image, pads, mode='reflect')
+def reflect_indices(size, length, xp=np):
+  """Indices into a side of `size` pixels for `length` positions: 0..size-1, then reflected
+  (numpy's 'reflect', the distortions' reflect-101 border), again and again for a side shorter
+  than the padding; a 1 px side repeats."""
+  index = xp.arange(length)
+  period = xp.maximum(2 * (xp.asarray(size) - 1), 1)
+  index = index % period
+  return xp.where(index >= size, period - index, index)
+
+
+def pad_to_multiple(images, xp=np):
+  """(..., H, W, C) reflect-padded at the bottom and right to multiples of 16; with xp=jax.numpy
+  also for symbolic H and W."""
+  for axis in (-3, -2):
+    side = images.shape[axis]
+    images = xp.take(images, reflect_indices(side, padded_size(side), xp), axis=axis)
+  return images
 
 
 @dataclasses.dataclass(frozen=True)
