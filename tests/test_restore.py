@@ -32,7 +32,8 @@ def run_dir(tmp_path_factory):
     os.makedirs(root / 'data' / CLASS_NAMES[label], exist_ok=True)
     Image.fromarray(image).save(root / 'data' / CLASS_NAMES[label] / f'{i:03d}.png')
   config = default.get_config()
-  config.data.name, config.data.data_dir, config.data.image_size = 'folder', str(root / 'data'), SIZE
+  config.data.name, config.data.data_dir = 'folder', str(root / 'data')
+  config.data.image_size = SIZE
   config.data.max_train_examples = config.data.max_eval_examples = 0
   config.model.small = True
   config.train.batch_size, config.train.pretrain_epochs, config.train.max_epochs = 8, 0, 1
@@ -68,6 +69,7 @@ def _write_inputs(folder):
   Image.fromarray(rng.integers(0, 256, (1, 1, 3), dtype=np.uint8)).save(folder / 'one.png')
   Image.fromarray(_smooth(17, 640)).save(folder / 'wide.png')
   Image.fromarray(_smooth(1500, 2000)).save(folder / 'sub' / 'large.jpg', quality=85)
+  Image.fromarray(_smooth(16, 16)).save(os.path.join(os.fsencode(folder), b'caf\xe9.png'))
   (folder / 'notes.png').write_bytes(b'not an image')
   jpeg = (folder / 'odd.jpg').read_bytes()
   (folder / 'truncated.jpg').write_bytes(jpeg[:len(jpeg) // 2])
@@ -75,7 +77,8 @@ def _write_inputs(folder):
   assert Image.open(folder / 'deep.png').mode.startswith('I')
   return {'odd.jpg': (37, 53), 'grey.png': (20, 30), 'sub/alpha.png': (40, 24),
           'deep.png': (19, 21), 'palette.gif': (48, 32), 'one.png': (1, 1),
-          'wide.png': (640, 17), 'sub/large.jpg': (2000, 1500)}
+          'wide.png': (640, 17), 'sub/large.jpg': (2000, 1500),
+          os.fsdecode(b'caf\xe9.png'): (16, 16)}
 
 
 def test_every_format_and_size_is_restored_at_its_size_and_broken_files_are_reported(
@@ -91,9 +94,12 @@ def test_every_format_and_size_is_restored_at_its_size_and_broken_files_are_repo
       assert image.size == size, name
       assert image.mode == ('RGBA' if name == 'sub/alpha.png' else 'RGB'), name
   alpha = np.asarray(Image.open(out / 'sub' / 'alpha.png'))[..., 3]
-  np.testing.assert_array_equal(alpha, np.asarray(Image.open(tmp_path / 'in/sub/alpha.png'))[..., 3])
-  with open(out / 'predictions.csv') as f:
+  given = np.asarray(Image.open(tmp_path / 'in' / 'sub' / 'alpha.png'))[..., 3]
+  np.testing.assert_array_equal(alpha, given)
+  with open(out / 'predictions.csv', encoding='utf-8') as f:
     rows = {os.path.relpath(r['input'], tmp_path / 'in'): r for r in csv.DictReader(f)}
+  sizes[restore.inputs_lib.printable(os.fsdecode(b'caf\xe9.png'))] = sizes.pop(
+      os.fsdecode(b'caf\xe9.png'))  # a name that is not UTF-8: U+FFFD in the CSV
   assert set(rows) == set(sizes) | {'notes.png', 'truncated.jpg'}
   assert 'cannot identify image file' in rows['notes.png']['error']
   assert rows['truncated.jpg']['error'] and not rows['truncated.jpg']['output']
@@ -247,6 +253,15 @@ def test_bad_flags_are_refused_naming_them(run_dir, tmp_path, flags, message):
   with pytest.raises(SystemExit, match='error: ' + message):
     cli.main(['--workdir', run_dir, '--input', str(tmp_path / 'a.png'), '--output',
               str(tmp_path / 'out')] + flags)
+
+
+def test_checkpoint_flag_reads_latest_or_a_step_folder(run_dir, loaded):
+  latest = os.path.join(run_dir, 'checkpoints', 'latest')
+  step = os.path.join(latest, max(os.listdir(latest), key=lambda n: int(n) if n.isdigit() else -1))
+  for checkpoint in ('latest', step):
+    params = trained.load_run(run_dir, checkpoint=checkpoint).qrnet_params
+    # One epoch: the latest step is the best.
+    jax.tree.map(np.testing.assert_array_equal, params, loaded.qrnet_params)
 
 
 def test_not_a_run_is_refused(tmp_path):

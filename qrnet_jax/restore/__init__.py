@@ -175,7 +175,8 @@ def restore_files(run: TrainedRun, paths, output_dir: str, settings: Settings = 
     outcome.predictions_csv = os.path.join(output_dir, PREDICTIONS_FILE)
     failed = dict(outcome.failed)
     files.write_text(outcome.predictions_csv, predictions.csv_text(
-        [rows.get(s.path) or {'input': s.path, 'error': failed.get(s.path, '')} for s in found]))
+        [rows.get(s.path) or {'input': inputs_lib.printable(s.path),
+                              'error': failed.get(s.path, '')} for s in found]))
   if settings.sheet:
     outcome.sheet = os.path.join(output_dir, SHEET_FILE)
     picture = sheet_lib.contact_sheet(
@@ -214,12 +215,13 @@ def _write(item, rgb, alpha, restored, ranked, settings, outcome, rows, sheet_ro
     outcome.failed.append((item.source.path, _reason(e)))
     return
   outcome.written.append((item.source.path, item.output))
-  rows[item.source.path] = {'input': item.source.path, 'output': item.output,
+  rows[item.source.path] = {'input': inputs_lib.printable(item.source.path),
+                            'output': inputs_lib.printable(item.output),
                             **(dict(zip(predictions.STAGES, ranked)) if ranked else {})}
   if settings.sheet and len(sheet_rows) < SHEET_MAX_ROWS:
     captions = tuple(sheet_lib.prediction_lines(r) for r in ranked) if ranked else ((), ())
     sheet_rows[item.source.path] = sheet_lib.Row(
-        item.source.relative, sheet_lib.thumbnail(inputs_lib.to_uint8(rgb)),
+        inputs_lib.printable(item.source.relative), sheet_lib.thumbnail(inputs_lib.to_uint8(rgb)),
         sheet_lib.thumbnail(inputs_lib.to_uint8(restored)),
         sheet_lib.thumbnail(sheet_lib.difference(restored, rgb)), captions + ((),))
 
@@ -249,4 +251,5 @@ def log_outcome(outcome: Outcome, output_dir: str):
   if outcome.failed:
     logging.warning('%d file%s could not be restored:\n%s', len(outcome.failed),
                     '' if len(outcome.failed) == 1 else 's',
-                    '\n'.join(f'  {path}: {reason}' for path, reason in outcome.failed))
+                    '\n'.join(f'  {inputs_lib.printable(path)}: {reason}'
+                              for path, reason in outcome.failed))

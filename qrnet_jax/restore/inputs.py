@@ -31,6 +31,12 @@ class InputImage:
   relative: str  # where it is written, under the output folder (before the format's suffix)
 
 
+def printable(path: str) -> str:
+  """A path as text for a CSV, a log or a picture: bytes of a name that are not UTF-8 (kept by
+  Python as surrogates) shown as U+FFFD."""
+  return path.encode('utf-8', 'surrogateescape').decode('utf-8', 'replace')
+
+
 def _glob_root(pattern: str) -> str:
   """The leading folders of a glob pattern that hold no wildcard."""
   parts = pattern.split(os.sep)
