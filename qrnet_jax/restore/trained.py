@@ -96,10 +96,12 @@ def _abstract_state(config, workdir, qrnet):
   size = config.data.image_size
   trainable = {}
   for name, c in config.classifiers.items():
-    _, module, _ = _module(config, workdir, name)
-    shapes = variable_shapes(module, classifier_lib.input_size(c.arch) or size)
     names = classifier_lib.trainable_parts(c.arch, c.trainable)
-    trainable[name] = run_classifiers.split_variables(shapes, names)[1]
+    trainable[name] = {}
+    if names:  # end-to-end: the part trained with QRNet is in QRNet's checkpoints
+      _, module, _ = _module(config, workdir, name)
+      shapes = variable_shapes(module, classifier_lib.input_size(c.arch) or size)
+      trainable[name] = run_classifiers.split_variables(shapes, names)[1]
   state = jax.eval_shape(lambda params, trainable: steps.create_train_state(
       params, trainable, optax.adam(config.train.learning_rate), config.seed),
       variable_shapes(qrnet, size)['params'], trainable)
