@@ -9,6 +9,7 @@ is reported with its reason and counted; the others are still written.
 """
 import dataclasses
 import logging
+import math
 import os
 import time
 import zlib
@@ -44,7 +45,7 @@ class Distortion:
       value = float(level)
     except ValueError:
       value = float('nan')
-    if kind not in distortions.DISTORTION_TYPES or not value > 0 or value == float('inf'):
+    if kind not in distortions.DISTORTION_TYPES or not (value > 0 and math.isfinite(value)):
       raise ConfigError(f'{flag}={text}: expected TYPE:LEVEL with TYPE one of '
                         f'{", ".join(distortions.DISTORTION_TYPES)} and a positive LEVEL, e.g. '
                         'noise:60 (sigma in 0-255 units) or blur:4 (sigma in px)')
