@@ -219,8 +219,14 @@ def test_distortion_is_seeded_per_file(run_dir, tmp_path):
   noisy = restore.Distortion.parse('noise:60').apply(np.full((8, 8, 3), .5, np.float32),
                                                      restore.file_key(0, 'a.png'))
   assert 40 / 255 < np.std(noisy) < 80 / 255
-  blurred = restore.Distortion.parse('blur:4').apply(_smooth(40, 40) / 255., None)
-  assert blurred.shape == (40, 40, 3)
+  Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(tmp_path / 'dot.png')
+  outcome = restore.restore_files(
+      trained.load_run(run_dir), [str(tmp_path / 'a.png'), str(tmp_path / 'dot.png')],
+      str(tmp_path / 'blurred'), restore.Settings(distortion=restore.Distortion('blur', 4.)),
+      progress=False)
+  assert [os.path.basename(o) for _, o in outcome.written] == ['a.png']
+  (path, reason), = outcome.failed  # a blur wider than the image is reported, not applied
+  assert path.endswith('dot.png') and 'sigma may be at most 1' in reason
 
 
 def test_keep_format_and_outputs_never_overwrite_inputs(run_dir, tmp_path):
