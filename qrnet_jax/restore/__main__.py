@@ -43,9 +43,9 @@ def restore_parser():
   parser.add_argument('--batch_size', type=int, default=8, help='images (or tiles) per call')
   parser.add_argument('--tile', type=int, default=tiles.DEFAULT_TILE,
                       help='side (px, a multiple of 16 above %d) of the largest image restored in '
-                      'one piece; larger ones are restored in tiles of this side that overlap by '
-                      '%d px, which gives the same result' % (2 * tiles.TILE_MARGIN,
-                                                              tiles.TILE_MARGIN))
+                      'one piece; larger ones are restored in tiles of this side, each read %d px '
+                      'beyond the part it keeps, which gives the same result' % (
+                          2 * tiles.TILE_MARGIN, tiles.TILE_MARGIN))
   return parser
 
 
