@@ -80,11 +80,15 @@ def run_export(args) -> int:
   run = trained.load_run(args.workdir, args.checkpoint, args.classifier)
   platforms = tuple(p for p in args.platforms.split(',') if p) or None
   exported = export.export_run(run, platforms=platforms)
+  try:
+    serialized = exported.serialize()
+  except ImportError as e:  # jax.export serializes with flatbuffers (requirements.txt)
+    sys.exit(f'error: {e} (pip install flatbuffers)')
   folder = os.path.dirname(os.path.abspath(args.out))
   os.makedirs(folder, exist_ok=True)
   temporary = os.path.join(folder, f'.{os.path.basename(args.out)}.{os.getpid()}.tmp')
   with open(temporary, 'wb') as f:
-    f.write(exported.serialize())
+    f.write(serialized)
   os.replace(temporary, args.out)
   logging.info('wrote %s: inputs %s, outputs %s', args.out, exported.in_avals, exported.out_avals)
   return 0
