@@ -55,7 +55,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 run cd "$repo"
 if [[ ! -x $repo/.venv/bin/python ]]; then
   run "$PYTHON" -m venv .venv
-  run .venv/bin/pip install -q -r requirements.txt -e ".[$EXTRAS]" "$JAX_WHEEL"
+  run .venv/bin/pip install -q -c requirements.txt -e ".[$EXTRAS]" "$JAX_WHEEL"
 fi
 if [[ $ACCEL == gpu ]]; then
   # Deterministic kernels: a resumed run ends with the same parameters as an uninterrupted one.

@@ -50,7 +50,7 @@ for name in "${names[@]}"; do [[ -n ${!name} ]] || usage "$name is empty"; done
 shift 4
 
 # What every worker's shell runs: strings, so each word in them is quoted by show.
-pip=(.venv/bin/pip install -q -r requirements.txt -e ".[$EXTRAS]" "$JAX_WHEEL")
+pip=(.venv/bin/pip install -q -c requirements.txt -e ".[$EXTRAS]" "$JAX_WHEEL")
 main=(.venv/bin/python -m qrnet_jax.main --distributed --config "$CONFIG" --workdir "$WORKDIR"
       "$@")
 setup="cd $(show "$REPO") && { [ -x .venv/bin/python ] || \

@@ -13,6 +13,8 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
+from qrnet_jax import files
+
 LATEST = 'latest'
 BEST = 'best'
 
@@ -21,7 +23,7 @@ class Checkpoints:
   """The 'latest' and 'best' Orbax CheckpointManagers under WORKDIR/checkpoints."""
 
   def __init__(self, workdir: str, keep: int = 2):
-    root = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    root = os.path.join(files.absolute(workdir), 'checkpoints')
     self.latest = ocp.CheckpointManager(
         os.path.join(root, LATEST),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,

@@ -2,9 +2,14 @@
 
 Each error names the field (as it is written on the command line, `config.a.b`) and what is allowed.
 """
+import hashlib
 import json
 import math
 import os
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 from qrnet_jax import distortions
 from qrnet_jax import files
@@ -137,8 +142,8 @@ def _validate_classifiers(config):
     init_checkpoint = c.get('init_checkpoint', '')
     for path_field, path in (('checkpoint', checkpoint), ('keras_h5', c.get('keras_h5', '')),
                              ('init_checkpoint', init_checkpoint)):
-      _require(not path or os.path.exists(path), f'{field}.{path_field}',
-               f'no such file or directory: {path}')
+      if path:
+        _check_path_exists(path, f'{field}.{path_field}')
     _require(not (init_checkpoint and checkpoint), f'{field}.init_checkpoint',
              'a classifier with a trained checkpoint is not trained again; set one of checkpoint '
              'and init_checkpoint')
@@ -189,10 +194,26 @@ def check_batch_fits(config, train_size: int):
            f'{train_size}')
 
 
+def _check_path_exists(path, field):
+  """A local path or gs:// URL that must exist (its bucket reachable)."""
+  try:
+    files.check_remote_support(path, f'config.{field}')
+    found = files.exists(path)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
+  except Exception as e:  # pylint: disable=broad-except (gcsfs: auth, network, no such bucket)
+    raise ConfigError(f'config.{field}={path}: cannot be read ({type(e).__name__}: {e})') from e
+  _require(found, field, f'no such file or directory: {path}')
+
+
 def check_workdir(workdir: str, flag: str = '--workdir'):
-  """A workdir is a writable folder, or a path where one can be made. Raises ConfigError."""
+  """A workdir is a writable folder, or a path where one can be made, or a gs:// URL in a bucket
+  this process can write to. Raises ConfigError."""
   if not workdir:
     raise ConfigError(f'{flag}: empty; give the folder for checkpoints and results')
+  if files.is_remote(workdir):
+    _check_remote_workdir(workdir, flag)
+    return
   path = os.path.abspath(os.path.expanduser(workdir))
   existing = path
   while not os.path.exists(existing):
@@ -201,6 +222,21 @@ def check_workdir(workdir: str, flag: str = '--workdir'):
     raise ConfigError(f'{flag}={workdir}: {existing} is a file, not a folder')
   if not os.access(existing, os.W_OK | os.X_OK):
     raise ConfigError(f'{flag}={workdir}: {existing} is not writable by this user')
+
+
+def _check_remote_workdir(workdir, flag):
+  """Writes and removes a probe object, so that a bucket that is missing or not writable stops
+  the run here, not at its first checkpoint."""
+  try:
+    files.check_remote_support(workdir, flag)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
+  probe = os.path.join(workdir, f'.write_probe.{os.getpid()}')
+  try:
+    files.write_bytes(probe, b'')
+    files.remove(probe)
+  except Exception as e:  # pylint: disable=broad-except (gcsfs: auth, network, no such bucket)
+    raise ConfigError(f'{flag}={workdir}: cannot write there ({type(e).__name__}: {e})') from e
 
 
 def _flat(tree, prefix=''):
@@ -231,3 +267,42 @@ def check_config_unchanged(config, workdir):
     raise ConfigError(
         f'{workdir} holds a run made with another config ({details}); resuming would mix the two. '
         f'Use a new --workdir, or set those fields back.')
+
+
+def code_version() -> str:
+  """A digest of the package's source (Python and C++), the same on hosts whose checkouts match
+  whatever their git state."""
+  root = os.path.dirname(os.path.abspath(__file__))
+  digest = hashlib.sha256()
+  for folder, _, names in sorted(os.walk(root)):
+    for name in sorted(n for n in names if n.endswith(('.py', '.cc'))):
+      path = os.path.join(folder, name)
+      digest.update(os.path.relpath(path, root).encode() + b'\0')
+      with open(path, 'rb') as f:
+        digest.update(f.read() + b'\0')
+  return digest.hexdigest()[:16]
+
+
+def check_same_on_every_process(config):
+  """Every process of a multi-process run holds process 0's config and code version; otherwise
+  every process stops (none waits at a collective for the others), each naming what differs."""
+  if jax.process_count() == 1:
+    return
+  mine = {f'config.{k}': v for k, v in _flat(json.loads(config.to_json_best_effort())).items()}
+  mine['code version (config_validation.code_version)'] = code_version()
+  text = json.dumps(mine, sort_keys=True).encode()
+  size = int(multihost_utils.broadcast_one_to_all(np.int64(len(text))))
+  buffer = np.frombuffer(text, np.uint8) if jax.process_index() == 0 else np.zeros(size, np.uint8)
+  first = json.loads(bytes(np.asarray(multihost_utils.broadcast_one_to_all(buffer))).decode())
+  differing = sorted(k for k in set(first) | set(mine) if first.get(k) != mine.get(k))
+  stopped = np.asarray(multihost_utils.process_allgather(np.int32(bool(differing)))).ravel()
+  if differing:
+    details = '; '.join(f'{k}: {mine.get(k)!r} here, {first.get(k)!r} on process 0'
+                        for k in differing[:10])
+    raise ConfigError(f'process {jax.process_index()} of {jax.process_count()} differs from '
+                      f'process 0: {details}. Every process must run the same command on the same '
+                      'code.')
+  if stopped.any():
+    raise ConfigError(f'processes {np.flatnonzero(stopped).tolist()} of {jax.process_count()} '
+                      'were given another config or code than this one (their logs name the '
+                      'fields). Every process must run the same command on the same code.')

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qrnet_jax import data, distortions, losses, parallel
+from qrnet_jax import data, distortions, files, losses, parallel
 from qrnet_jax.steps import classifier_logits
 
 # Evaluation noise comes from this seed and each image's index in its split, so every method (at
@@ -182,5 +182,5 @@ def plot_results(results, classifiers, path: str):
     ax.grid(alpha=0.3)
     ax.legend()
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  files.write_figure(fig, path)
   plt.close(fig)

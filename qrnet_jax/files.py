@@ -1,35 +1,150 @@
-"""Small files that mark progress (config.json, summary.json, classifier.json, ...): written
-atomically, so a kill mid-write leaves the old file or the new one, never a partial one; and read
-as None when missing or unreadable, so a damaged marker means "not done", never a crash."""
+"""Paths and the small files that mark progress (config.json, summary.json, classifier.json, ...).
+
+Every path the project reads or writes (workdirs, data directories, reports) is a local path or a
+`gs://` URL; this module is the one place that tells them apart. Local paths behave as plain files
+always did; URLs go through `etils.epath` (gcsfs underneath, the `gcs` extra). Orbax and
+tensorboardX take the same strings and speak gs:// themselves.
+
+Marker files are written atomically: locally through a temporary file and `os.replace` (mode from
+the umask), on GCS as one object upload (an object appears whole or not at all). So a kill
+mid-write leaves the old file or the new one, never a partial one. They read as None when missing
+or unreadable, so a damaged marker means "not done", never a crash.
+"""
+import importlib
+import io
 import json
 import logging
 import os
 import tempfile
 from typing import Any, Optional
 
+from etils import epath
 
-def write_text(path: str, text: str):
-  """Writes `text` to `path` through a temporary file in the same folder and os.replace."""
-  folder = os.path.dirname(os.path.abspath(path))
-  with tempfile.NamedTemporaryFile('w', encoding='utf-8', newline='', dir=folder,
-                                   prefix=os.path.basename(path) + '.', suffix='.tmp',
-                                   delete=False) as f:
-    f.write(text)
+GCS_EXTRA = "pip install -e '.[gcs]'"
+
+
+def is_remote(path) -> bool:
+  """Whether `path` is a URL (gs://...) rather than a local path."""
+  return '://' in os.fspath(path)
+
+
+def absolute(path) -> str:
+  """`path` with ~ expanded and made absolute; URLs unchanged."""
+  path = os.fspath(path)
+  return path if is_remote(path) else os.path.abspath(os.path.expanduser(path))
+
+
+def as_path(path) -> epath.Path:
+  return epath.Path(absolute(path))
+
+
+def check_remote_support(path, field: str):
+  """Raises ValueError naming `field` when `path` is a URL this installation cannot open."""
+  if not is_remote(path):
+    return
+  scheme = os.fspath(path).split('://', 1)[0]
+  if scheme != 'gs':
+    raise ValueError(f'{field}={path}: only local paths and gs:// URLs are supported')
+  try:
+    for module in ('gcsfs', 'google.cloud.storage'):
+      importlib.import_module(module)
+  except ImportError as e:
+    raise ValueError(f'{field}={path}: gs:// needs gcsfs and google-cloud-storage ({e}); '
+                     f'install the gcs extra: {GCS_EXTRA}') from e
+
+
+def exists(path) -> bool:
+  return as_path(path).exists()
+
+
+def is_file(path) -> bool:
+  return as_path(path).is_file()
+
+
+def is_dir(path) -> bool:
+  return as_path(path).is_dir()
+
+
+def make_dirs(path):
+  """Creates the folder `path` and its parents (on GCS folders need not exist: nothing to do)."""
+  if not is_remote(path):
+    os.makedirs(absolute(path), exist_ok=True)
+
+
+def remove(path):
+  as_path(path).unlink()
+
+
+def read_bytes(path) -> bytes:
+  return as_path(path).read_bytes()
+
+
+def read_text(path) -> str:
+  return read_bytes(path).decode('utf-8')
+
+
+def write_bytes(path, data: bytes):
+  """Writes `data` to `path` atomically: a temporary file in the same folder and os.replace
+  locally, one object upload on GCS."""
+  if is_remote(path):
+    as_path(path).write_bytes(data)
+    return
+  folder = os.path.dirname(absolute(path))
+  with tempfile.NamedTemporaryFile('wb', dir=folder, prefix=os.path.basename(path) + '.',
+                                   suffix='.tmp', delete=False) as f:
+    f.write(data)
   os.chmod(f.name, 0o666 & ~_umask())
-  os.replace(f.name, path)
+  os.replace(f.name, absolute(path))
 
 
-def write_json(path: str, obj: Any):
+def write_figure(fig, path, dpi: int = 100):
+  """A matplotlib figure as a PNG at `path`, written atomically."""
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format='png', dpi=dpi)
+  write_bytes(path, buffer.getvalue())
+
+
+def write_text(path, text: str):
+  write_bytes(path, text.encode('utf-8'))
+
+
+def write_json(path, obj: Any):
   write_text(path, json.dumps(obj, indent=2, sort_keys=True))
 
 
-def read_json(path: str) -> Optional[Any]:
+def local_mirror(url: str, local_root: str) -> str:
+  """The files under the gs:// folder `url`, copied to LOCAL_ROOT/BUCKET/PATH (only those missing
+  there or of another size; each copy lands whole through os.replace); returns that folder.
+  Datasets read from a bucket are decoded from this copy."""
+  root = as_path(url)
+  if not root.is_dir():
+    raise FileNotFoundError(f'{url}: no such folder')
+  local = os.path.join(local_root, _without_scheme(url).strip('/'))
+  copied = 0
+  for folder, _, names in root.walk():  # folders may come back without their gs:// prefix
+    relative = os.path.relpath(_without_scheme(folder), _without_scheme(url).rstrip('/'))
+    parts = [] if relative == '.' else relative.split('/')
+    os.makedirs(os.path.join(local, *parts), exist_ok=True)
+    for name in names:
+      target = os.path.join(local, *parts, name)
+      source = root.joinpath(*parts, name)
+      if not os.path.isfile(target) or os.path.getsize(target) != source.stat().length:
+        write_bytes(target, source.read_bytes())
+        copied += 1
+  logging.info('%s: %d files copied to %s', url, copied, local)
+  return local
+
+
+def _without_scheme(path) -> str:
+  return os.fspath(path).split('://', 1)[-1]
+
+
+def read_json(path) -> Optional[Any]:
   """The JSON in `path`; None when it is missing, empty or unreadable (with a warning)."""
-  if not os.path.isfile(path):
+  if not is_file(path):
     return None
   try:
-    with open(path) as f:
-      return json.load(f)
+    return json.loads(read_bytes(path))
   except (OSError, ValueError) as e:
     logging.warning('%s is unreadable (%s): taken as not written', path, e)
     return None

@@ -79,15 +79,13 @@ def main(argv):
 
 
 def run(config, workdir):
-  if '://' in workdir:
-    raise ConfigError(f'--workdir={workdir}: give a local or mounted shared path (e.g. a GCS '
-                      'bucket mounted with gcsfuse, NFS); URLs are not supported')
   config_validation.check_workdir(workdir)
   logging.getLogger().setLevel(logging.INFO)
   # Orbax and other libraries log through absl at INFO on every save; keep the console readable.
   logging.getLogger('absl').setLevel(logging.WARNING)
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
+  config_validation.check_same_on_every_process(config)
   # Runs of a suite, and a resumed run, compile many of the same programs: keep them on disk.
   if not jax.config.jax_compilation_cache_dir:
     jax.config.update('jax_compilation_cache_dir', COMPILATION_CACHE)

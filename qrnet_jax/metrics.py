@@ -1,4 +1,5 @@
 """Metrics out: TensorBoard event files and the console, from process 0 only; a JSON summary."""
+import io
 import logging
 import math
 import os
@@ -16,7 +17,8 @@ class MetricWriter:
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self._writer = None
     if self.enabled:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      from tensorboardX import SummaryWriter, record_writer  # pylint: disable=g-import-not-at-top
+      record_writer.register_writer_factory('gs', _RemoteEventFiles())
       self._writer = SummaryWriter(os.path.join(workdir, 'tensorboard'), flush_secs=10)
 
   def write_scalars(self, step: int, scalars: dict, log: bool = True):
@@ -36,6 +38,37 @@ class MetricWriter:
   def close(self):
     if self._writer is not None:
       self._writer.close()
+
+
+class _RemoteEventFile:
+  """An event file on gs://, for tensorboardX: kept in memory and uploaded whole (through
+  qrnet_jax.files) on each flush that has something new, as GCS objects cannot be appended to.
+  Unlike tensorboardX's own GCS writer it uploads nothing when garbage-collected, so a writer left
+  over at exit does not retry against a bucket that is gone."""
+
+  def __init__(self, path):
+    self.path, self.buffer, self.uploaded = path, io.BytesIO(), 0
+
+  def write(self, data):
+    self.buffer.write(data)
+
+  def flush(self):
+    if self.buffer.tell() != self.uploaded:
+      files.write_bytes(self.path, self.buffer.getvalue())
+      self.uploaded = self.buffer.tell()
+
+  def close(self):
+    self.flush()
+
+
+class _RemoteEventFiles:
+  """tensorboardX's writer factory for gs:// log directories."""
+
+  def open(self, path):
+    return _RemoteEventFile(path)
+
+  def directory_check(self, path):
+    del path  # GCS has no folders to create
 
 
 class NonFiniteLossError(FloatingPointError):

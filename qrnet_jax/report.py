@@ -395,9 +395,8 @@ def _label_axes(ax, title, xlabel, ylabel='accuracy'):
 
 def _save(fig, path: str) -> bool:
   fig.tight_layout()
-  fig.savefig(path + '.tmp', format='png', dpi=100)
+  files.write_figure(fig, path)
   _pyplot().close(fig)
-  os.replace(path + '.tmp', path)
   return True
 
 
@@ -445,8 +444,8 @@ def plot_samples(path, sample_files: dict) -> bool:
   """Figures 1/8: one row per level; clean, distorted, then each restorer's output (first image)."""
   samples = {}
   for label, file in sample_files.items():
-    if file and os.path.exists(file):
-      with np.load(file) as arrays:
+    if file and files.exists(file):
+      with np.load(io.BytesIO(files.read_bytes(file))) as arrays:
         samples[label] = {k: arrays[k] for k in ('levels', 'clean', 'distorted', 'restored')}
   if not samples:
     return False
@@ -490,8 +489,8 @@ def write_figures(out_dir: str, exp: dict, tests: dict) -> dict:
     file = f'fig{number}_{exp["name"]}.png'
     if draw(os.path.join(out_dir, file)):
       drawn[file] = caption
-    elif os.path.exists(os.path.join(out_dir, file)):  # from an earlier report: now stale
-      os.remove(os.path.join(out_dir, file))
+    elif files.exists(os.path.join(out_dir, file)):  # from an earlier report: now stale
+      files.remove(os.path.join(out_dir, file))
   return drawn
 
 
@@ -505,7 +504,7 @@ def run_record(run: dict) -> dict:
 
 def write_report(out_dir: str, experiments: list, provenance: dict) -> dict:
   """Writes results.json, results.csv, report.md and the figures; returns results.json's dict."""
-  os.makedirs(out_dir, exist_ok=True)
+  files.make_dirs(out_dir)
   results = {'provenance': json_safe(provenance), 'experiments': {}}
   for exp in experiments:
     runs = {run: run_record(r) for run, r in exp['runs'].items()}

@@ -12,6 +12,7 @@ latency (Table 4) and writes WORKDIR/report.md, results.json, results.csv and th
   python -m qrnet_jax.main --config configs/suites/default.py --workdir runs/default --only table2
 """
 from concurrent import futures as concurrent_futures
+import contextlib
 import ctypes
 import dataclasses
 import logging
@@ -21,6 +22,7 @@ import platform
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Optional, Sequence
 
@@ -159,10 +161,9 @@ def _as_suite_field(run: Run, check):
 def is_finished(run: Run) -> bool:
   """Whether the run wrote its summary with exactly this config."""
   path = os.path.join(run.workdir, config_validation.CONFIG_FILE)
-  if not os.path.isfile(os.path.join(run.workdir, SUMMARY)) or not os.path.isfile(path):
+  if not files.is_file(os.path.join(run.workdir, SUMMARY)) or not files.is_file(path):
     return False
-  with open(path) as f:
-    return f.read() == config_validation.config_json(run.config)
+  return files.read_text(path) == config_validation.config_json(run.config)
 
 
 def check_runs(runs: list, num_devices: int):
@@ -179,23 +180,42 @@ def check_runs(runs: list, num_devices: int):
 
 def execute(run: Run, devices=None) -> dict:
   """train_and_evaluate in the run's workdir, logging to its run.log; its wall time recorded."""
-  os.makedirs(run.workdir, exist_ok=True)
+  files.make_dirs(run.workdir)
   log_path = os.path.join(run.workdir, RUN_LOG)
-  handler = logging.FileHandler(log_path)
+  with _logging_to(log_path):
+    start = time.perf_counter()
+    try:
+      return train.train_and_evaluate(run.config, run.workdir, devices)
+    except Exception as e:
+      logging.exception('run %s failed', run.id)
+      raise SuiteRunError(f'run {run.id} failed ({type(e).__name__}: {e}); its log: '
+                          f'{log_path}') from e
+    finally:
+      _add_wall_time(run.workdir, time.perf_counter() - start)
+
+
+@contextlib.contextmanager
+def _logging_to(log_path):
+  """Log records of the block are also appended to `log_path`. A gs:// log (objects cannot be
+  appended to) is written to a local file, then uploaded after what it held when the block ends."""
+  local = log_path
+  if files.is_remote(log_path):
+    fd, local = tempfile.mkstemp(prefix='qrnet_jax_run.', suffix='.log')
+    os.close(fd)
+  handler = logging.FileHandler(local)
   handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
   handler.setLevel(logging.INFO)
   logging.getLogger().addHandler(handler)
-  start = time.perf_counter()
   try:
-    return train.train_and_evaluate(run.config, run.workdir, devices)
-  except Exception as e:
-    logging.exception('run %s failed', run.id)
-    raise SuiteRunError(f'run {run.id} failed ({type(e).__name__}: {e}); its log: '
-                        f'{log_path}') from e
+    yield
   finally:
-    _add_wall_time(run.workdir, time.perf_counter() - start)
     logging.getLogger().removeHandler(handler)
     handler.close()
+    if local != log_path:
+      earlier = files.read_bytes(log_path) if files.exists(log_path) else b''
+      with open(local, 'rb') as f:
+        files.write_bytes(log_path, earlier + f.read())
+      os.remove(local)
 
 
 def execute_all(runs: list, concurrent: int, devices=None):
@@ -293,7 +313,7 @@ def run_suite(suite_config, workdir: str, only: Sequence[str] = (), reevaluate: 
   check_runs(runs, num_devices)
   # Decided once, before any run, so that every process of a multi-host suite agrees.
   to_run = [r for r in runs if reevaluate or not is_finished(r)]
-  os.makedirs(workdir, exist_ok=True)
+  files.make_dirs(workdir)
   metrics.write_json(os.path.join(workdir, 'suite_config.json'), suite_config.to_dict())
   logging.info('suite %s: %d runs selected, %d to run (%s)', workdir, len(runs), len(to_run),
                ', '.join(r.id for r in to_run) or 'none')
@@ -331,7 +351,7 @@ def _experiment_results(suite_config, workdir, name) -> dict:
     info = summary['data']
     runs[run_name] = {
         'test': summary['test'], 'wall_s': sum(files.read_json(os.path.join(run_dir, RUN_TIME)) or []),
-        'samples': samples if os.path.isfile(samples) else None,
+        'samples': samples if files.is_file(samples) else None,
         'images': info.get('used_sizes') or info.get('split_sizes'),
         'devices': f'{summary["devices"]} x {summary.get("device_kind", "?")}'}
   classifier_run = f'classifier_{e.classifier}'
@@ -381,7 +401,7 @@ def _provenance(workdir, wall_s, only) -> dict:
   status = _git('status', '--porcelain', '--untracked-files=no')
   return {'commit': _git('rev-parse', 'HEAD'), 'dirty': bool(status) if status is not None
           else None, 'date': time.strftime('%Y-%m-%d %H:%M:%S %Z'),
-          'command': ' '.join(sys.argv), 'only': list(only), 'workdir': os.path.abspath(workdir),
+          'command': ' '.join(sys.argv), 'only': list(only), 'workdir': files.absolute(workdir),
           'configs': 'suite_config.json and EXPERIMENT/RUN/config.json in the workdir',
           'devices': f'{jax.device_count()} x {jax.devices()[0].platform} '
                      f'{jax.devices()[0].device_kind}',

@@ -8,6 +8,7 @@ mid-epoch, so a killed run resumes where it stopped), TensorBoard metrics and a 
 against them (by `fit`), the test split evaluated per distortion level, and a summary written.
 """
 import dataclasses
+import io
 import logging
 import math
 import os
@@ -274,7 +275,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
 
 def _train_and_evaluate(config, workdir, mesh):
   config_validation.check_config_unchanged(config, workdir)
-  os.makedirs(workdir, exist_ok=True)
+  files.make_dirs(workdir)
   _save_config(config, workdir)
   batch_size = config.train.batch_size
   weight_files = run_classifiers.imagenet_weight_files(config, workdir)
@@ -317,7 +318,7 @@ def _train_and_evaluate(config, workdir, mesh):
     if jax.process_index() == 0 and total_epochs > 0:  # Figures 1 and 8
       _write_npz(os.path.join(workdir, SAMPLES_FILE), evaluate.restored_samples(
           params, dataset.test, spec=spec, qrnet=qrnet))
-  summary = {'workdir': os.path.abspath(workdir),
+  summary = {'workdir': files.absolute(workdir),
              'final_step': int(state.step) if total_epochs else 0, 'epochs': record.epoch,
              'best_epoch': record.best_epoch, 'best_val_loss': record.best_val_loss,
              'stopped_early': record.stopped_early, 'history': record.history,
@@ -329,9 +330,9 @@ def _train_and_evaluate(config, workdir, mesh):
 
 
 def _write_npz(path, arrays):
-  tmp = path + '.tmp.npz'
-  np.savez_compressed(tmp, **arrays)
-  os.replace(tmp, path)
+  buffer = io.BytesIO()
+  np.savez_compressed(buffer, **arrays)
+  files.write_bytes(path, buffer.getvalue())
 
 
 def _json_safe(tree):

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh machine: Debian packages (where apt exists), a virtual environment
-# in .venv with the pinned requirements, the oneDNN convolution extension (x86_64 Linux; without it
-# everything runs on XLA's convolutions). Sourced by the other scripts.
+# in .venv with this package installed (editable) and what it needs, at the versions locked in
+# requirements.txt, the oneDNN convolution extension (x86_64 Linux; without it everything runs on
+# XLA's convolutions). Run by the other scripts.
+#
+#   bash scripts/setup_env.sh         # what the main job needs: pip install -e .
+#   bash scripts/setup_env.sh test    # and the test suite's extra: pip install -e '.[test]'
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+EXTRAS=${1:-}  # extras of pyproject.toml, comma-separated (tfds, gcs, test, bench)
 
 # Fashion-MNIST, the embedded default dataset, ships in Debian's dataset-fashion-mnist; oneDNN
 # (Debian 12's libdnnl-dev 2.6.3, OpenMP threads) for qrnet_jax/ops/onednn_conv.cc.
@@ -20,12 +25,16 @@ fi
 if [[ ! -x .venv/bin/python ]]; then
   "$PYTHON" -m venv .venv
 fi
-# Reinstall only when requirements.txt changed since the last install.
-stamp=.venv/.requirements.sha256
-want=$(sha256sum requirements.txt | cut -d' ' -f1)
+# Reinstall only when pyproject.toml or the lock changed since this set of extras was installed.
+stamp=.venv/.installed${EXTRAS:+-${EXTRAS//,/-}}.sha256
+want=$(cat pyproject.toml requirements.txt | sha256sum | cut -d' ' -f1)
 if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -r requirements.txt
+  if ! .venv/bin/python -m pip install -q -c requirements.txt -e ".${EXTRAS:+[$EXTRAS]}" \
+      >.venv/pip_install.log 2>&1; then
+    cat .venv/pip_install.log >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi
 

@@ -3,6 +3,7 @@
 # Arguments go to pytest, e.g. -m slow (only the full-size Keras comparisons) or -m "not slow".
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_env.sh
+bash scripts/setup_env.sh test
 # One worker per core, each taking whole test files (their module fixtures are built once).
-exec .venv/bin/python -m pytest -q -n auto --dist loadfile "$@"
+# -rs: the reason of every skipped test is printed (e.g. a GCS emulator that could not start).
+exec .venv/bin/python -m pytest -q -rs -n auto --dist loadfile "$@"

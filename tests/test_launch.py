@@ -110,7 +110,7 @@ def test_tpu_pod_dry_run(checkout):
   assert remote_setup[:9] == ['cd', 'qrnet_jax', '&&', '{', '[', '-x', '.venv/bin/python', ']',
                               '||']
   pip = remote_setup.index('.venv/bin/pip')
-  assert remote_setup[pip:pip + 8] == ['.venv/bin/pip', 'install', '-q', '-r', 'requirements.txt',
+  assert remote_setup[pip:pip + 8] == ['.venv/bin/pip', 'install', '-q', '-c', 'requirements.txt',
                                        '-e', '.[gcs]', 'jax[tpu]==0.10.2']
   remote = remote_words(train[-1])
   python = remote.index('.venv/bin/python')
@@ -153,7 +153,7 @@ def test_gpu_slurm_dry_run(checkout):
   cd, venv, pip, export, srun = commands(result.stdout)
   assert cd == ['cd', str(repo)]
   assert venv == ['python3', '-m', 'venv', '.venv']
-  assert pip == ['.venv/bin/pip', 'install', '-q', '-r', 'requirements.txt', '-e', '.[gcs]',
+  assert pip == ['.venv/bin/pip', 'install', '-q', '-c', 'requirements.txt', '-e', '.[gcs]',
                  'jax[cuda12]==0.10.2']
   assert export == ['export', 'XLA_FLAGS= --xla_gpu_deterministic_ops=true',
                     'JAX_LOCAL_DEVICE_IDS=0,1,2,3,4,5,6,7']
@@ -199,7 +199,7 @@ def test_paper_suite_dry_run(checkout):
   assert commands(result.stdout) == [
       ['cd', str(repo)],
       ['python3', '-m', 'venv', '.venv'],
-      ['.venv/bin/pip', 'install', '-q', '-r', 'requirements.txt', '-e', '.[gcs]',
+      ['.venv/bin/pip', 'install', '-q', '-c', 'requirements.txt', '-e', '.[gcs]',
        'jax[tpu]==0.10.2'],
       ['exec', '.venv/bin/python', '-m', 'qrnet_jax.main', '--config', 'configs/suites/paper.py',
        '--workdir', 'runs/paper',

@@ -24,6 +24,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from qrnet_jax import files
 from qrnet_jax.data import fashion_mnist as fashion_mnist_lib
 from qrnet_jax.data import folder as folder_lib
 from qrnet_jax.data import splits as splits_lib
@@ -124,10 +125,33 @@ def validate_data_config(data_config) -> None:
                        'prepared TFDS dataset')
   # fashion_mnist may fetch its files into a data_dir that does not exist yet (when downloading).
   fetches = name == 'fashion_mnist' and data_config.get('download', True)
-  if (data_dir and name != 'synthetic' and not fetches
-      and not os.path.isdir(os.path.expanduser(data_dir))):
+  if data_dir and name != 'synthetic' and not fetches and not _is_dir(data_dir):
     raise ConfigError(f'config.data.data_dir: {data_dir} does not exist'
                       + (' (and config.data.download is off)' if name == 'fashion_mnist' else ''))
+
+
+def _is_dir(data_dir) -> bool:
+  """Whether `data_dir` (a local path or a gs:// URL) is a folder; ConfigError if unreachable."""
+  try:
+    files.check_remote_support(data_dir, 'config.data.data_dir')
+    return files.is_dir(data_dir)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
+  except Exception as e:  # pylint: disable=broad-except (gcsfs: auth, network, no such bucket)
+    raise ConfigError(f'config.data.data_dir={data_dir}: cannot be read '
+                      f'({type(e).__name__}: {e})') from e
+
+
+def with_local_data_dir(data_config):
+  """`data_config` with a gs:// data_dir replaced by its copy on local disk (TFDS reads gs://
+  itself); local data_dirs unchanged."""
+  data_dir = data_config.get('data_dir', '') or ''
+  if not files.is_remote(data_dir) or data_config.name in ('tfds', 'synthetic'):
+    return data_config
+  local = data_config.copy_and_resolve_references()
+  with local.unlocked():
+    local.data_dir = files.local_mirror(data_dir, os.path.join(CACHE_ROOT, 'gcs'))
+  return local
 
 
 def _num_workers(data_config):
@@ -236,12 +260,12 @@ def _load_folder(data_config):
     logging.warning('%d unreadable images skipped (listed in %s): %s', len(record['skipped']),
                     path, record['skipped'][:10])
   skipped = set(record['skipped'])
-  files = [f for f in tree.files if f not in skipped]
-  labels = [tree.class_names.index(f.split('/')[0]) for f in files]
-  loader = folder_lib.FileLoader(root, tuple(files), data_config.image_size,
+  kept = [f for f in tree.files if f not in skipped]
+  labels = [tree.class_names.index(f.split('/')[0]) for f in kept]
+  loader = folder_lib.FileLoader(root, tuple(kept), data_config.image_size,
                                  _get(data_config, 'resize'))
   source = _image_source(data_config, loader, labels, state_dir, record['fingerprint'])
-  position = {f: i for i, f in enumerate(files)}
+  position = {f: i for i, f in enumerate(kept)}
   info = _info(data_config, record, path, created, source, excluded_classes=list(exclude),
                ignored_files_count=len(tree.ignored), ignored_files=tree.ignored[:50], **root_info)
   return Dataset(*_subsets(source, record, position), num_classes=len(tree.class_names),
@@ -295,7 +319,7 @@ def load_dataset(data_config, seed: int) -> Dataset:
   and DatasetChangedError (a ValueError) if the data no longer match their saved split.
   """
   validate_data_config(data_config)
-  dataset = _load_splits(data_config, seed)
+  dataset = _load_splits(with_local_data_dir(data_config), seed)
   return _limited(dataset, _get(data_config, 'max_train_examples'),
                   _get(data_config, 'max_eval_examples'), _get(data_config, 'split_seed'))
 

@@ -25,8 +25,8 @@ INFO_FILE = 'classifier.json'
 
 def save_converted(out_dir: str, variables: Variables, info: dict) -> None:
   """Writes `variables` as an Orbax checkpoint and `info` as JSON under `out_dir`."""
-  out_dir = os.path.abspath(out_dir)
-  os.makedirs(out_dir, exist_ok=True)
+  out_dir = files.absolute(out_dir)
+  files.make_dirs(out_dir)
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(os.path.join(out_dir, VARIABLES_DIR), variables, force=True)
   checkpointer.wait_until_finished()
@@ -42,7 +42,7 @@ def converted_info(out_dir: str) -> dict:
 def load_converted(out_dir: str) -> Variables:
   """The variables written by `convert`, as float32 numpy arrays (host memory)."""
   checkpointer = ocp.StandardCheckpointer()
-  restored = checkpointer.restore(os.path.join(os.path.abspath(out_dir), VARIABLES_DIR))
+  restored = checkpointer.restore(os.path.join(files.absolute(out_dir), VARIABLES_DIR))
   return jax.tree.map(lambda x: np.asarray(x, dtype=np.float32), restored)
 
 
