@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh test
 # One worker per core, each taking whole test files (their module fixtures are built once).
 # -rs: the reason of every skipped test is printed (e.g. a GCS emulator that could not start).
-exec .venv/bin/python -m pytest -q -rs -n auto --dist loadfile "$@"
+# --durations: the slowest tests, so a growing suite is seen where it grows.
+exec .venv/bin/python -m pytest -q -rs --durations=15 -n auto --dist loadfile "$@"

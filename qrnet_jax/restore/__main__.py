@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 
+from qrnet_jax import files
 from qrnet_jax.errors import ConfigError
 from qrnet_jax.restore import tiles
 
@@ -84,12 +85,8 @@ def run_export(args) -> int:
     serialized = exported.serialize()
   except ImportError as e:  # jax.export serializes with flatbuffers (requirements.txt)
     sys.exit(f'error: {e} (pip install flatbuffers)')
-  folder = os.path.dirname(os.path.abspath(args.out))
-  os.makedirs(folder, exist_ok=True)
-  temporary = os.path.join(folder, f'.{os.path.basename(args.out)}.{os.getpid()}.tmp')
-  with open(temporary, 'wb') as f:
-    f.write(serialized)
-  os.replace(temporary, args.out)
+  files.make_dirs(os.path.dirname(files.absolute(args.out)))
+  files.write_bytes(args.out, serialized)
   logging.info('wrote %s: inputs %s, outputs %s', args.out, exported.in_avals, exported.out_avals)
   return 0
 

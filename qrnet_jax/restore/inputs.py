@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from qrnet_jax.data import images as images_lib
+from qrnet_jax import files
 from qrnet_jax.errors import ConfigError
 
 # Pillow saves these formats; others (e.g. MPO, ICNS) are written as PNG even with keep_format.
@@ -137,9 +138,5 @@ def write_image(path: str, rgb: np.ndarray, alpha: Optional[np.ndarray], image_f
     image.putalpha(Image.fromarray(alpha, 'L'))
   buffer = io.BytesIO()
   image.save(buffer, format=image_format)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  temporary = os.path.join(os.path.dirname(os.path.abspath(path)),
-                           f'.{os.path.basename(path)}.{os.getpid()}.tmp')
-  with open(temporary, 'wb') as f:  # permissions as the umask allows, like any new file
-    f.write(buffer.getvalue())
-  os.replace(temporary, path)
+  files.make_dirs(os.path.dirname(files.absolute(path)))
+  files.write_bytes(path, buffer.getvalue())

@@ -113,13 +113,13 @@ def checkpoint_step_dir(workdir: str, checkpoint: str = '') -> str:
   """The Orbax step folder to read: '' or 'best' (the run's best), 'latest', or a step folder
   (RUN/checkpoints/latest/1200)."""
   if checkpoint and checkpoint not in ('best', 'latest'):
-    if not os.path.isdir(os.path.join(checkpoint, 'state')):
+    if not files.is_dir(os.path.join(checkpoint, 'state')):
       raise ConfigError(f'--checkpoint={checkpoint}: not a checkpoint step folder (one with a '
                         'state/ folder, e.g. RUN/checkpoints/latest/1200), best or latest')
-    return os.path.abspath(checkpoint)
-  root = os.path.join(os.path.abspath(workdir), 'checkpoints', checkpoint or 'best')
-  steps_saved = sorted(int(n) for n in (os.listdir(root) if os.path.isdir(root) else ())
-                       if n.isdigit())
+    return files.absolute(checkpoint)
+  root = os.path.join(files.absolute(workdir), 'checkpoints', checkpoint or 'best')
+  names = [p.name for p in files.as_path(root).iterdir()] if files.is_dir(root) else []
+  steps_saved = sorted(int(n) for n in names if n.isdigit())
   if not steps_saved:
     raise ConfigError(f'--workdir={workdir}: no {checkpoint or "best"} checkpoint in {root} (a run '
                       'that trained no QRNet, or one that has not finished an epoch)')
@@ -141,7 +141,7 @@ def restore_state(step_dir: str, abstract_state):
 def load_run(workdir: str, checkpoint: str = '', classifier: str = '') -> TrainedRun:
   """QRNet with its parameters from `checkpoint` (see checkpoint_step_dir), and classifier NAME
   (none when empty) with the variables the run evaluates it with."""
-  if not os.path.isdir(workdir):
+  if not files.is_dir(workdir):
     raise ConfigError(f'--workdir={workdir}: not a folder')
   config = read_config(workdir)
   qrnet = QRNet(small=config.model.small, dropout_rate=config.model.dropout_rate,
