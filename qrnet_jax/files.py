@@ -126,13 +126,26 @@ def local_mirror(url: str, local_root: str) -> str:
     parts = [] if relative == '.' else relative.split('/')
     os.makedirs(os.path.join(local, *parts), exist_ok=True)
     for name in names:
-      target = os.path.join(local, *parts, name)
-      source = root.joinpath(*parts, name)
-      if not os.path.isfile(target) or os.path.getsize(target) != source.stat().length:
-        write_bytes(target, source.read_bytes())
-        copied += 1
+      copied += _copy_if_changed(root.joinpath(*parts, name), os.path.join(local, *parts, name))
   logging.info('%s: %d files copied to %s', url, copied, local)
   return local
+
+
+def local_copy(url: str, local_root: str) -> str:
+  """The gs:// file `url` copied to LOCAL_ROOT/BUCKET/PATH (unless there with its size already);
+  returns that path. For readers that need a local file (h5py)."""
+  local = os.path.join(local_root, _without_scheme(url).strip('/'))
+  os.makedirs(os.path.dirname(local), exist_ok=True)
+  _copy_if_changed(as_path(url), local)
+  return local
+
+
+def _copy_if_changed(source: epath.Path, target: str) -> int:
+  """Copies `source` to the local `target` unless it is there with the same size; 1 if copied."""
+  if os.path.isfile(target) and os.path.getsize(target) == source.stat().length:
+    return 0
+  write_bytes(target, source.read_bytes())
+  return 1
 
 
 def _without_scheme(path) -> str:

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from qrnet_jax import steps
+from qrnet_jax import files, steps
 from qrnet_jax.models import init_variables, variable_shapes
 from qrnet_jax.models import classifiers as classifier_lib
 from qrnet_jax.weights import convert
@@ -44,7 +44,7 @@ def imagenet_weight_files(config, workdir) -> dict:
   where and which config field takes its path. Runs before any data loading.
   """
   from qrnet_jax import weights  # pylint: disable=g-import-not-at-top
-  files = {}
+  found = {}
   for group in GROUPS:
     for name, c in sorted(config.get(group, {}).items()):
       if (c.checkpoint or c.get('init_checkpoint')
@@ -52,9 +52,12 @@ def imagenet_weight_files(config, workdir) -> dict:
         continue
       if is_trained(trained_classifier_dir(workdir, name)):
         continue  # trained by an earlier attempt of this run: resuming needs no download
-      files[name] = c.get('keras_h5') or weights.fetch_weights(
+      keras_h5 = c.get('keras_h5')
+      if keras_h5 and files.is_remote(keras_h5):  # h5py reads local files only
+        keras_h5 = files.local_copy(keras_h5, os.path.join(WEIGHTS_CACHE, 'gcs'))
+      found[name] = keras_h5 or weights.fetch_weights(
           c.arch, WEIGHTS_CACHE, field=f'config.{group}.{name}.keras_h5')
-  return files
+  return found
 
 
 def _init_size(arch):

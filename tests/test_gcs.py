@@ -70,24 +70,26 @@ def gcs():
   """A GCS emulator with one bucket; the libraries pointed at it through their environment
   variables (gcsfs and google-cloud-storage: STORAGE_EMULATOR_HOST; tensorstore, which Orbax
   writes arrays with: TENSORSTORE_GCS_HTTP_URL and a test token)."""
-  try:
-    importlib.import_module('gcp_storage_emulator')
-    files.check_remote_support('gs://x', 'gcs')
-  except (ImportError, ValueError) as e:
-    pytest.skip(f'the GCS emulator or the gcs libraries are not installed: {e}')
   port = _free_port()
-  server = subprocess.Popen([sys.executable, '-c', SERVER, str(port), BUCKET],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  if not _wait_for_port(port, server):
-    server.kill()
-    pytest.skip(f'the GCS emulator did not start on 127.0.0.1:{port} '
-                f'(exit code {server.poll()})')
   url = f'http://127.0.0.1:{port}'
+  # gcsfs's zonal-bucket probe needs real credentials; against the emulator it only warns, per call.
   env = {'STORAGE_EMULATOR_HOST': url, 'TENSORSTORE_GCS_HTTP_URL': url,
-         'GOOGLE_AUTH_TOKEN_FOR_TESTING': 'emulator', 'GOOGLE_CLOUD_PROJECT': 'test'}
+         'GOOGLE_AUTH_TOKEN_FOR_TESTING': 'emulator', 'GOOGLE_CLOUD_PROJECT': 'test',
+         'GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT': 'false'}
   saved = {k: os.environ.get(k) for k in env}
   os.environ.update(env)
+  server = None
   try:
+    try:
+      importlib.import_module('gcp_storage_emulator')
+      files.check_remote_support('gs://x', 'gcs')
+    except (ImportError, ValueError) as e:
+      pytest.skip(f'the GCS emulator or the gcs libraries are not installed: {e}')
+    server = subprocess.Popen([sys.executable, '-c', SERVER, str(port), BUCKET],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not _wait_for_port(port, server):
+      pytest.skip(f'the GCS emulator did not start on 127.0.0.1:{port} '
+                  f'(exit code {server.poll()})')
     yield f'gs://{BUCKET}'
   finally:
     for k, v in saved.items():
@@ -95,8 +97,9 @@ def gcs():
         os.environ.pop(k, None)
       else:
         os.environ[k] = v
-    server.kill()
-    server.wait()
+    if server is not None:
+      server.kill()
+      server.wait()
 
 
 def _relative_files(root):
@@ -176,7 +179,10 @@ def test_dataset_read_from_a_bucket_equals_the_local_folder(gcs, tmp_path, monke
   config.data_dir = str(local)
   from_disk = data.load_dataset(config, seed=0)
   config.data_dir = f'{gcs}/images'
+  config.split_file = f'{gcs}/splits/images.json'  # the split file may live in a bucket too
   from_bucket = data.load_dataset(config, seed=0)
+  assert files.read_json(config.split_file)['splits'] == json.loads(
+      open(from_disk.info['split_file']).read())['splits']
   for split in ('train', 'val', 'test'):
     a, b = getattr(from_disk, split), getattr(from_bucket, split)
     assert len(a) == len(b) > 0
@@ -193,6 +199,16 @@ def test_unreachable_bucket_is_refused_naming_the_flag(gcs):
   config.data_dir = f'{gcs}/no/such/folder'
   with pytest.raises(ConfigError, match=r'config.data.data_dir: gs://.*/no/such/folder does not'):
     data.validate_data_config(config)
+
+
+def test_a_file_needed_locally_is_copied_once(gcs, tmp_path):
+  files.write_bytes(f'{gcs}/weights/vgg16.h5', b'weights')
+  local = files.local_copy(f'{gcs}/weights/vgg16.h5', str(tmp_path))
+  assert local == str(tmp_path / BUCKET / 'weights' / 'vgg16.h5')
+  assert open(local, 'rb').read() == b'weights'
+  os.utime(local, (0, 0))
+  assert files.local_copy(f'{gcs}/weights/vgg16.h5', str(tmp_path)) == local
+  assert os.stat(local).st_mtime == 0  # the same size: not copied again
 
 
 def test_small_files_on_gcs(gcs):

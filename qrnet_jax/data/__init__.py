@@ -178,7 +178,7 @@ def _subsets(parent, record, position):
 
 def _load_or_make_split(data_config, path, keys, tags, labels, class_names, skip_check=None):
   """The saved split if the data still match it, else a new one (saved); also returns created."""
-  if os.path.exists(path):
+  if files.exists(path):
     record = splits_lib.load(path)
     splits_lib.check_unchanged(record, path, keys, tags, class_names)
     seed = _get(data_config, 'split_seed')

@@ -86,13 +86,12 @@ def _jsonable(key):
 
 def save(record: dict, path: str) -> None:
   """Writes atomically, so a crash never leaves half a split file behind."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  files.make_dirs(os.path.dirname(files.absolute(path)))
   files.write_text(path, json.dumps(record, indent=1))  # readable by others, as the umask allows
 
 
 def load(path: str) -> dict:
-  with open(path) as f:
-    record = json.load(f)
+  record = json.loads(files.read_text(path))
   if record.get('format') != FORMAT_VERSION or set(record.get('splits', {})) != set(SPLITS):
     raise ValueError(f'{path}: not a qrnet_jax split file (format {FORMAT_VERSION}); delete it '
                      'to make a new split')
