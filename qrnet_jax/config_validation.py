@@ -2,6 +2,7 @@
 
 Each error names the field (as it is written on the command line, `config.a.b`) and what is allowed.
 """
+import fnmatch
 import hashlib
 import json
 import math
@@ -184,6 +185,16 @@ RESUMABLE_CHANGES = ('train.max_epochs', 'train.early_stopping_patience', 'train
                      'train.checkpoint_every_steps', 'train.checkpoints_to_keep',
                      'train.evaluate_test', 'data.data_dir', 'data.num_workers', 'data.cache',
                      'data.cache_dir', 'data.download')
+# Fields added after runs were first written: a config.json without one held this value.
+ADDED_FIELDS = {'model.conv_impl': 'auto', 'classifiers.*.init_checkpoint': '',
+                'eval_classifiers.*.init_checkpoint': ''}
+
+
+def _saved_value(saved: dict, field: str):
+  if field in saved:
+    return saved[field]
+  return next((value for pattern, value in ADDED_FIELDS.items()
+               if fnmatch.fnmatchcase(field, pattern)), None)
 
 
 def check_batch_fits(config, train_size: int):
@@ -261,9 +272,10 @@ def check_config_unchanged(config, workdir):
   saved = _flat(saved)
   now = _flat(json.loads(config.to_json_best_effort()))
   changed = sorted(k for k in set(saved) | set(now)
-                   if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+                   if _saved_value(saved, k) != now.get(k) and k not in RESUMABLE_CHANGES)
   if changed:
-    details = '; '.join(f'config.{k}: {saved.get(k)!r} -> {now.get(k)!r}' for k in changed)
+    details = '; '.join(f'config.{k}: {_saved_value(saved, k)!r} -> {now.get(k)!r}'
+                        for k in changed)
     raise ConfigError(
         f'{workdir} holds a run made with another config ({details}); resuming would mix the two. '
         f'Use a new --workdir, or set those fields back.')

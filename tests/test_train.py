@@ -356,6 +356,21 @@ def test_rerun_with_a_trajectory_changing_config_is_refused(tmp_path):
   assert summary['epochs'] == 3
 
 
+def test_run_written_before_a_field_existed_resumes_with_its_implicit_value(tmp_path):
+  config = tiny_run_config()
+  written = json.loads(config_validation.config_json(config))
+  del written['model']['conv_impl'], written['classifiers']['small_vgg']['init_checkpoint']
+  (tmp_path / config_validation.CONFIG_FILE).write_text(json.dumps(written))
+  config_validation.check_config_unchanged(config, str(tmp_path))  # 'auto' and '' then as now
+  with pytest.raises(ValueError, match=r"config.model.conv_impl: 'auto' -> 'xla'"):
+    config_validation.check_config_unchanged(tiny_run_config(**{'model.conv_impl': 'xla'}),
+                                             str(tmp_path))
+  del written['model']['small']  # not an added field: its absence is a change
+  (tmp_path / config_validation.CONFIG_FILE).write_text(json.dumps(written))
+  with pytest.raises(ValueError, match=r"config.model.small: None -> True"):
+    config_validation.check_config_unchanged(config, str(tmp_path))
+
+
 def test_paper_config_uses_whole_splits_and_imagenet_classifiers():
   from configs import paper
   for method in paper.METHODS:
