@@ -205,16 +205,23 @@ def check_batch_fits(config, train_size: int):
            f'{train_size}')
 
 
-def _check_path_exists(path, field):
-  """A local path or gs:// URL that must exist (its bucket reachable)."""
+def reachable(path, name: str, probe, failure: str = 'cannot be read'):
+  """`probe(path)` for a local path or gs:// URL. A URL this installation cannot open, or a
+  probe that fails (gcsfs: credentials, network, no such bucket), is a ConfigError naming `name`
+  (a config field or flag)."""
   try:
-    files.check_remote_support(path, f'config.{field}')
-    found = files.exists(path)
+    files.check_remote_support(path, name)
+    return probe(path)
   except ValueError as e:
     raise ConfigError(str(e)) from e
-  except Exception as e:  # pylint: disable=broad-except (gcsfs: auth, network, no such bucket)
-    raise ConfigError(f'config.{field}={path}: cannot be read ({type(e).__name__}: {e})') from e
-  _require(found, field, f'no such file or directory: {path}')
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(f'{name}={path}: {failure} ({type(e).__name__}: {e})') from e
+
+
+def _check_path_exists(path, field):
+  """A local path or gs:// URL that must exist (its bucket reachable)."""
+  _require(reachable(path, f'config.{field}', files.exists), field,
+           f'no such file or directory: {path}')
 
 
 def check_workdir(workdir: str, flag: str = '--workdir'):
@@ -238,16 +245,11 @@ def check_workdir(workdir: str, flag: str = '--workdir'):
 def _check_remote_workdir(workdir, flag):
   """Writes and removes a probe object, so that a bucket that is missing or not writable stops
   the run here, not at its first checkpoint."""
-  try:
-    files.check_remote_support(workdir, flag)
-  except ValueError as e:
-    raise ConfigError(str(e)) from e
-  probe = os.path.join(workdir, f'.write_probe.{os.getpid()}')
-  try:
+  def write_and_remove_probe(workdir):
+    probe = os.path.join(workdir, f'.write_probe.{os.getpid()}')
     files.write_bytes(probe, b'')
     files.remove(probe)
-  except Exception as e:  # pylint: disable=broad-except (gcsfs: auth, network, no such bucket)
-    raise ConfigError(f'{flag}={workdir}: cannot write there ({type(e).__name__}: {e})') from e
+  reachable(workdir, flag, write_and_remove_probe, failure='cannot write there')
 
 
 def _flat(tree, prefix=''):

@@ -119,7 +119,7 @@ def local_mirror(url: str, local_root: str) -> str:
   root = as_path(url)
   if not root.is_dir():
     raise FileNotFoundError(f'{url}: no such folder')
-  local = os.path.join(local_root, _without_scheme(url).strip('/'))
+  local = _local_path(url, local_root)
   copied = 0
   for folder, _, names in root.walk():  # folders may come back without their gs:// prefix
     relative = os.path.relpath(_without_scheme(folder), _without_scheme(url).rstrip('/'))
@@ -134,7 +134,7 @@ def local_mirror(url: str, local_root: str) -> str:
 def local_copy(url: str, local_root: str) -> str:
   """The gs:// file `url` copied to LOCAL_ROOT/BUCKET/PATH (unless there with its size already);
   returns that path. For readers that need a local file (h5py)."""
-  local = os.path.join(local_root, _without_scheme(url).strip('/'))
+  local = _local_path(url, local_root)
   os.makedirs(os.path.dirname(local), exist_ok=True)
   _copy_if_changed(as_path(url), local)
   return local
@@ -146,6 +146,11 @@ def _copy_if_changed(source: epath.Path, target: str) -> int:
     return 0
   write_bytes(target, source.read_bytes())
   return 1
+
+
+def _local_path(url: str, local_root: str) -> str:
+  """Where a copy of `url` lives under `local_root`: LOCAL_ROOT/BUCKET/PATH."""
+  return os.path.join(local_root, _without_scheme(url).strip('/'))
 
 
 def _without_scheme(path) -> str:

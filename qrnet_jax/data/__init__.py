@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from qrnet_jax import files
+from qrnet_jax import config_validation, files
 from qrnet_jax.data import fashion_mnist as fashion_mnist_lib
 from qrnet_jax.data import folder as folder_lib
 from qrnet_jax.data import splits as splits_lib
@@ -125,21 +125,10 @@ def validate_data_config(data_config) -> None:
                        'prepared TFDS dataset')
   # fashion_mnist may fetch its files into a data_dir that does not exist yet (when downloading).
   fetches = name == 'fashion_mnist' and data_config.get('download', True)
-  if data_dir and name != 'synthetic' and not fetches and not _is_dir(data_dir):
+  if (data_dir and name != 'synthetic' and not fetches
+      and not config_validation.reachable(data_dir, 'config.data.data_dir', files.is_dir)):
     raise ConfigError(f'config.data.data_dir: {data_dir} does not exist'
                       + (' (and config.data.download is off)' if name == 'fashion_mnist' else ''))
-
-
-def _is_dir(data_dir) -> bool:
-  """Whether `data_dir` (a local path or a gs:// URL) is a folder; ConfigError if unreachable."""
-  try:
-    files.check_remote_support(data_dir, 'config.data.data_dir')
-    return files.is_dir(data_dir)
-  except ValueError as e:
-    raise ConfigError(str(e)) from e
-  except Exception as e:  # pylint: disable=broad-except (gcsfs: auth, network, no such bucket)
-    raise ConfigError(f'config.data.data_dir={data_dir}: cannot be read '
-                      f'({type(e).__name__}: {e})') from e
 
 
 def with_local_data_dir(data_config):
