@@ -22,28 +22,11 @@ PYTHON=${PYTHON:-python3}                  # the interpreter that makes .venv
 EXTRAS=${EXTRAS:-gcs}                      # pyproject extras for the set-up: gcs, tfds, test, bench
 JAX_WHEEL=${JAX_WHEEL:-"jax[${ACCEL/gpu/cuda12}]==0.10.2"}  # jax[cuda12] or jax[tpu]
 
-usage() {
-  echo "usage: launch/paper_suite.sh [--dry-run] WORKDIR DATA_ROOT [main flags...]" >&2
-  echo "error: $1" >&2
-  exit 2
-}
-# A command as a shell reads it back: each word quoted only where it needs to be.
-show() {
-  local w s=()
-  for w in "$@"; do
-    if [[ $w =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then s+=("$w"); else s+=("${w@Q}"); fi
-  done
-  echo "${s[*]}"
-}
-run() { if ((DRY_RUN)); then show "$@"; else "$@"; fi; }
-
-DRY_RUN=0
-while [[ $# -gt 0 && $1 == -* ]]; do
-  case $1 in
-    --dry-run) DRY_RUN=1; shift ;;
-    *) usage "unknown option $1 (options come before WORKDIR)" ;;
-  esac
-done
+USAGE=("usage: launch/paper_suite.sh [--dry-run] WORKDIR DATA_ROOT [main flags...]")
+# shellcheck source=launch/common.sh
+source "$(dirname "$0")/common.sh"
+read_options WORKDIR "$@"
+set -- "${ARGS[@]}"
 names=(WORKDIR DATA_ROOT)
 (($# >= 2)) || usage "missing ${names[$#]}"
 WORKDIR=$1 DATA_ROOT=$2

