@@ -6,10 +6,17 @@
 Prints one row per convolution implementation (config.model.conv_impl) and dtype: compile time,
 median step time and images/s, counting the 2 x batch images (clean + distorted) that pass through
 QRNet and the classifiers in each step. The classifiers have random weights: speed does not depend
-on their values. When PyTorch is installed (optional, not a dependency: `pip install torch`), the
-same QRNet step in PyTorch follows as the peer (qrnet_jax/torch_peer.py), with the ratios.
+on their values. When PyTorch is installed (optional, not a dependency: `pip install torch`) and
+no classifier is in the step, the same QRNet step in PyTorch is the peer (qrnet_jax/torch_peer.py),
+with the ratios.
+
+Every contender is built first; then they take turns, `--rounds` times `--steps` steps each, so
+that a machine whose speed drifts (shared cores) slows them alike. The medians are over all their
+timed steps; the spread (quartiles) says how noisy the machine was.
 """
+import dataclasses
 import time
+from typing import Callable, List
 
 import jax
 import jax.numpy as jnp
@@ -29,13 +36,19 @@ _CLASSIFIERS = flags.DEFINE_list('classifiers', ['vgg16'], 'Classifier archs (ma
 _DTYPES = flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'Computation dtypes to time.')
 _CONV_IMPLS = flags.DEFINE_list('conv_impls', ['xla', 'onednn'],
                                 'config.model.conv_impl values to time (onednn where built).')
-_STEPS = flags.DEFINE_integer('steps', 20, 'Timed steps per dtype (after one warm-up step).')
+_STEPS = flags.DEFINE_integer('steps', 4, 'Timed steps per contender in each round.')
+_ROUNDS = flags.DEFINE_integer('rounds', 5, 'Rounds in which the contenders take turns.')
 _NUM_CLASSES = flags.DEFINE_integer('num_classes', 101, 'Classifier head size (Caltech101).')
 _SMALL = flags.DEFINE_bool('small', False, "Table 3's small QRNet.")
+_TORCH = flags.DEFINE_bool('torch', True, 'Time the PyTorch peer where it is installed.')
+
+# Runs n timed steps, returns their durations in seconds.
+StepTimer = Callable[[int], List[float]]
 
 
-def time_train_step(image_size, batch_size, archs, dtype, num_steps, num_classes=101, small=False):
-  """(compile seconds, median step seconds) of the jitted, data-parallel train step."""
+def train_step_timer(image_size, batch_size, archs, dtype, num_classes=101,
+                     small=False) -> StepTimer:
+  """The jitted, data-parallel train step, compiled (traced under the current conv_impl)."""
   mesh = parallel.make_mesh()
   parallel.check_batch_divisible(batch_size, mesh, 'batch_size')
   qrnet = QRNet(small=small, dtype=dtype)
@@ -56,17 +69,95 @@ def time_train_step(image_size, batch_size, archs, dtype, num_steps, num_classes
   batch = parallel.global_batch({
       'image': rng.integers(0, 256, (batch_size, image_size, image_size, 3), np.uint8),
       'label': rng.integers(0, num_classes, (batch_size,), np.int32)}, mesh)
+
+  def run(num_steps):
+    nonlocal state
+    times = []
+    for _ in range(num_steps):
+      start = time.perf_counter()
+      state, metrics = step_fn(state, batch, frozen)
+      jax.block_until_ready(metrics)
+      times.append(time.perf_counter() - start)
+    return times
+
+  run(1)  # compiles
+  return run
+
+
+@dataclasses.dataclass
+class Contender:
+  impl: str  # a conv_impl, or 'torch'
+  dtype: str
+  timer: StepTimer
+  prepare_seconds: float
+  times: List[float] = dataclasses.field(default_factory=list)
+
+
+def _prepared(impl, dtype, make_timer) -> Contender:
   start = time.perf_counter()
-  state, metrics = step_fn(state, batch, frozen)
-  jax.block_until_ready(metrics)
-  compile_seconds = time.perf_counter() - start
-  times = []
-  for _ in range(num_steps):
-    start = time.perf_counter()
-    state, metrics = step_fn(state, batch, frozen)
-    jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - start)
-  return compile_seconds, float(np.median(times))
+  timer = make_timer()
+  return Contender(impl, dtype, timer, time.perf_counter() - start)
+
+
+def _torch_peer():
+  """qrnet_jax.torch_peer, or None with the reason printed."""
+  if not _TORCH.value:
+    return None
+  try:
+    from qrnet_jax import torch_peer  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    print('PyTorch peer: not installed (optional: pip install torch)')
+    return None
+  if _CLASSIFIERS.value:
+    print('PyTorch peer: QRNet alone only (run with --classifiers=)')
+    return None
+  return torch_peer
+
+
+def contenders() -> List[Contender]:
+  """Every implementation and dtype asked for, built and warmed up."""
+  found = []
+  for impl in _CONV_IMPLS.value:
+    if impl == 'onednn' and not onednn.available():
+      print(f'{impl:>9} (not built: bash scripts/setup_env.sh)')
+      continue
+    for dtype in _DTYPES.value:
+      with conv.conv_impl(impl):
+        found.append(_prepared(impl, dtype, lambda: train_step_timer(
+            _IMAGE_SIZE.value, _BATCH_SIZE.value, _CLASSIFIERS.value, jnp.dtype(dtype),
+            _NUM_CLASSES.value, _SMALL.value)))
+  peer = _torch_peer()
+  if peer is not None:
+    for dtype in _DTYPES.value:
+      found.append(_prepared('torch', dtype, lambda: peer.step_timer(
+          _IMAGE_SIZE.value, _BATCH_SIZE.value, dtype, _SMALL.value)))
+  return found
+
+
+def take_turns(found: List[Contender], rounds: int, steps_per_round: int):
+  for index in range(rounds):
+    for contender in found:
+      contender.times += contender.timer(steps_per_round)
+    print(f'round {index + 1}/{rounds} done', flush=True)
+
+
+def images_per_second(contender: Contender, batch_size: int) -> float:
+  return 2 * batch_size / float(np.median(contender.times))
+
+
+def report(found: List[Contender], batch_size: int) -> str:
+  """The table: one row per contender, with JAX / PyTorch ratios for the same dtype."""
+  peer = {c.dtype: images_per_second(c, batch_size) for c in found if c.impl == 'torch'}
+  lines = [f'{"conv_impl":>9} {"dtype":>9} {"compile s":>10} {"step ms":>9} {"q1-q3 ms":>13} '
+           f'{"images/s":>9} {"/ torch":>8}']
+  for c in found:
+    q1, q3 = (1e3 * np.percentile(c.times, q) for q in (25, 75))
+    ips = images_per_second(c, batch_size)
+    ratio = f'{ips / peer[c.dtype]:.2f}x' if c.impl != 'torch' and c.dtype in peer else ''
+    lines.append(f'{c.impl:>9} {c.dtype:>9} {c.prepare_seconds:>10.1f} '
+                 f'{1e3 * np.median(c.times):>9.1f} {f"{q1:.0f}-{q3:.0f}":>13} {ips:>9.1f} '
+                 f'{ratio:>8}')
+  return '\n'.join(lines)
 
 
 def main(argv):
@@ -74,41 +165,12 @@ def main(argv):
   device = jax.devices()[0]
   print(f'devices: {jax.device_count()} x {device.device_kind} ({device.platform}); '
         f'{_IMAGE_SIZE.value} px, batch {_BATCH_SIZE.value} clean + {_BATCH_SIZE.value} distorted, '
-        f'QRNet{" (small)" if _SMALL.value else ""} + {", ".join(_CLASSIFIERS.value) or "no classifier"}')
-  print(f'{"conv_impl":>9} {"dtype":>9} {"compile s":>10} {"step ms":>9} {"images/s":>9}')
-  images_per_s = {}
-  for impl in _CONV_IMPLS.value:
-    if impl == 'onednn' and not onednn.available():
-      print(f'{impl:>9} (not built: bash scripts/setup_env.sh)')
-      continue
-    for dtype in _DTYPES.value:
-      with conv.conv_impl(impl):
-        compile_s, step_s = time_train_step(_IMAGE_SIZE.value, _BATCH_SIZE.value,
-                                            _CLASSIFIERS.value, jnp.dtype(dtype), _STEPS.value,
-                                            _NUM_CLASSES.value, _SMALL.value)
-      images_per_s[impl, dtype] = 2 * _BATCH_SIZE.value / step_s
-      print(f'{impl:>9} {dtype:>9} {compile_s:>10.1f} {1e3 * step_s:>9.1f} '
-            f'{images_per_s[impl, dtype]:>9.1f}', flush=True)
-  _print_torch_peer(images_per_s)
-
-
-def _print_torch_peer(images_per_s):
-  """The same QRNet step in PyTorch, when it is installed and no classifier is in the step."""
-  try:
-    from qrnet_jax import torch_peer  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    print('PyTorch peer: not installed (optional: pip install torch)')
-    return
-  if _CLASSIFIERS.value:
-    print('PyTorch peer: QRNet alone only (run with --classifiers=)')
-    return
-  for dtype in _DTYPES.value:
-    peer = torch_peer.images_per_second(_IMAGE_SIZE.value, _BATCH_SIZE.value, dtype, _STEPS.value,
-                                        _SMALL.value)
-    ratios = ', '.join(f'{impl} {ips / peer:.2f}x' for (impl, d), ips in images_per_s.items()
-                       if d == dtype)
-    print(f'{"torch":>9} {dtype:>9} {"":>10} {1e3 * 2 * _BATCH_SIZE.value / peer:>9.1f} '
-          f'{peer:>9.1f}   JAX / PyTorch: {ratios}', flush=True)
+        f'QRNet{" (small)" if _SMALL.value else ""} + '
+        f'{", ".join(_CLASSIFIERS.value) or "no classifier"}; {_ROUNDS.value} rounds of '
+        f'{_STEPS.value} steps each', flush=True)
+  found = contenders()
+  take_turns(found, _ROUNDS.value, _STEPS.value)
+  print(report(found, _BATCH_SIZE.value))
 
 
 if __name__ == '__main__':

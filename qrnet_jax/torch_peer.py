@@ -52,8 +52,9 @@ class TorchQRNet(nn.Module):
     return torch.sigmoid(self.output(x).float())
 
 
-def images_per_second(image_size, batch_size, dtype, num_steps, small=False):
-  """Median images/s of the train step on 2 x batch_size images (clean + distorted)."""
+def step_timer(image_size, batch_size, dtype, small=False):
+  """The train step on 2 x batch_size images (clean + distorted), warmed up: a function that runs
+  n timed steps and returns their durations in seconds (qrnet_jax.benchmark's StepTimer)."""
   model = TorchQRNet(small=small).to(memory_format=torch.channels_last).train()
   optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
   rng = np.random.default_rng(0)
@@ -69,10 +70,13 @@ def images_per_second(image_size, batch_size, dtype, num_steps, small=False):
     loss.backward()
     optimizer.step()
 
-  step()  # warm-up
-  times = []
-  for _ in range(num_steps):
-    start = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - start)
-  return 2 * batch_size / float(np.median(times))
+  def run(num_steps):
+    times = []
+    for _ in range(num_steps):
+      start = time.perf_counter()
+      step()
+      times.append(time.perf_counter() - start)
+    return times
+
+  run(1)  # warm-up
+  return run

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh machine: Debian packages (where apt exists), a virtual environment
 # in .venv with this package installed (editable) and what it needs, at the versions locked in
-# requirements.txt, the oneDNN convolution extension (x86_64 Linux; without it everything runs on
-# XLA's convolutions). Run by the other scripts.
+# requirements.txt, the oneDNN convolution extension (x86_64 Linux, against the oneDNN wheels the
+# package depends on there; without it everything runs on XLA's convolutions). Run by the other
+# scripts.
 #
 #   bash scripts/setup_env.sh         # what the main job needs: pip install -e .
 #   bash scripts/setup_env.sh test    # and the test suite's extra: pip install -e '.[test]'
@@ -11,11 +12,9 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 EXTRAS=${1:-}  # extras of pyproject.toml, comma-separated (tfds, gcs, test, bench)
 
-# Fashion-MNIST, the embedded default dataset, ships in Debian's dataset-fashion-mnist; oneDNN
-# (Debian 12's libdnnl-dev 2.6.3, OpenMP threads) for qrnet_jax/ops/onednn_conv.cc.
+# Fashion-MNIST, the embedded default dataset, ships in Debian's dataset-fashion-mnist.
 debian_packages=()
 [[ -d /usr/share/datasets/fashion-mnist ]] || debian_packages+=(dataset-fashion-mnist)
-[[ -f /usr/include/oneapi/dnnl/dnnl.hpp || $(uname -m) != x86_64 ]] || debian_packages+=(libdnnl-dev)
 if (( ${#debian_packages[@]} )) && command -v apt-get >/dev/null; then
   SUDO=$([[ $(id -u) -eq 0 ]] && echo "" || echo "sudo")
   { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${debian_packages[@]}"; } \

@@ -3,9 +3,11 @@
 // explicit (top, bottom, left, right). float32, or bfloat16 with float32 accumulation where the
 // CPU has bfloat16 convolutions. The bias is added (and its gradient summed) by XLA around these.
 //
-// Primitives are built once per (direction, shapes, dtypes, strides, padding) and kept; every call
-// brings its own scratchpad and stream, so the handlers may run concurrently (one per device).
-// oneDNN's threads are OpenMP's: OMP_NUM_THREADS, else every core the process may use.
+// oneDNN 3.x API (3.2 from PyPI's onednn-cpu-gomp; on AVX2 its brgemm kernels are the ones PyTorch
+// runs). Primitives are built once per (direction, shapes, dtypes, strides, padding) and kept; each
+// call has its own stream and each calling thread its own scratchpad, so the handlers may run
+// concurrently (one per device). oneDNN's threads are OpenMP's: OMP_NUM_THREADS, else every core
+// the process may use.
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -63,18 +65,19 @@ KernelLayout kernel_layout(const memory::desc& user, const memory::desc& wanted,
   return k;
 }
 
-dnnl::convolution_forward::desc forward_desc(const Geometry& g, memory::data_type x_t,
-                                             memory::data_type k_t, memory::data_type y_t) {
-  return dnnl::convolution_forward::desc(
-      dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-      nhwc(g.n, g.h, g.w, g.c, x_t), hwio(g, k_t, memory::format_tag::any),
-      nhwc(g.n, g.oh, g.ow, g.o, y_t), g.strides, g.pad_l, g.pad_r);
-}
-
 dnnl::primitive_attr user_scratchpad() {
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   return attr;
+}
+
+dnnl::convolution_forward::primitive_desc forward_pd(const Geometry& g, memory::data_type x_t,
+                                                     memory::data_type k_t, memory::data_type y_t,
+                                                     const dnnl::primitive_attr& attr) {
+  return dnnl::convolution_forward::primitive_desc(
+      cpu_engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+      nhwc(g.n, g.h, g.w, g.c, x_t), hwio(g, k_t, memory::format_tag::any),
+      nhwc(g.n, g.oh, g.ow, g.o, y_t), g.strides, g.pad_l, g.pad_r, attr);
 }
 
 // One cached convolution: the primitive, its scratchpad size and the kernel's layout.
@@ -92,28 +95,26 @@ std::shared_ptr<Conv> build(Direction d, const Geometry& g, memory::data_type a_
   auto attr = user_scratchpad();
   auto conv = std::make_shared<Conv>();
   if (d == Direction::kForward) {  // a = x, b = kernel, out = y
-    dnnl::convolution_forward::primitive_desc pd(forward_desc(g, a_t, b_t, out_t), attr, e);
+    auto pd = forward_pd(g, a_t, b_t, out_t, attr);
     conv->kernel = kernel_layout(hwio(g, b_t, memory::format_tag::hwio), pd.weights_desc(), false);
     conv->scratchpad = pd.scratchpad_desc();
     conv->primitive = std::make_unique<dnnl::convolution_forward>(pd);
   } else if (d == Direction::kInputGrad) {  // a = dy, b = kernel, out = dx
-    dnnl::convolution_forward::primitive_desc hint(forward_desc(g, out_t, b_t, a_t), e);
-    dnnl::convolution_backward_data::desc desc(
-        dnnl::algorithm::convolution_direct, nhwc(g.n, g.h, g.w, g.c, out_t),
+    auto hint = forward_pd(g, out_t, b_t, a_t, dnnl::primitive_attr());
+    dnnl::convolution_backward_data::primitive_desc pd(
+        e, dnnl::algorithm::convolution_direct, nhwc(g.n, g.h, g.w, g.c, out_t),
         hwio(g, b_t, memory::format_tag::any), nhwc(g.n, g.oh, g.ow, g.o, a_t), g.strides,
-        g.pad_l, g.pad_r);
-    dnnl::convolution_backward_data::primitive_desc pd(desc, attr, e, hint);
+        g.pad_l, g.pad_r, hint, attr);
     conv->kernel = kernel_layout(hwio(g, b_t, memory::format_tag::hwio), pd.weights_desc(), false);
     conv->scratchpad = pd.scratchpad_desc();
     conv->primitive = std::make_unique<dnnl::convolution_backward_data>(pd);
   } else {  // a = x, b = dy, out = dkernel (float32 also for bfloat16 inputs)
     // The hint's kernel has the input's dtype: no forward convolution takes bf16 x, f32 kernel.
-    dnnl::convolution_forward::primitive_desc hint(forward_desc(g, a_t, a_t, b_t), e);
-    dnnl::convolution_backward_weights::desc desc(
-        dnnl::algorithm::convolution_direct, nhwc(g.n, g.h, g.w, g.c, a_t),
+    auto hint = forward_pd(g, a_t, a_t, b_t, dnnl::primitive_attr());
+    dnnl::convolution_backward_weights::primitive_desc pd(
+        e, dnnl::algorithm::convolution_direct, nhwc(g.n, g.h, g.w, g.c, a_t),
         hwio(g, out_t, memory::format_tag::any), nhwc(g.n, g.oh, g.ow, g.o, b_t), g.strides,
-        g.pad_l, g.pad_r);
-    dnnl::convolution_backward_weights::primitive_desc pd(desc, attr, e, hint);
+        g.pad_l, g.pad_r, hint, attr);
     conv->kernel =
         kernel_layout(hwio(g, out_t, memory::format_tag::hwio), pd.diff_weights_desc(), true);
     conv->scratchpad = pd.scratchpad_desc();
@@ -144,6 +145,19 @@ std::shared_ptr<Conv> cached(Direction d, const Geometry& g, memory::data_type a
   return it->second;
 }
 
+// Working memory, kept per thread and grown as needed: allocating it per call (large blocks are
+// fresh pages from the OS every time) cost more than some convolutions. Uninitialised: oneDNN
+// writes before it reads. Two slots: the scratchpad and the reordered kernel.
+void* scratch_buffer(int slot, size_t size) {
+  thread_local std::unique_ptr<uint8_t[]> buffers[2];
+  thread_local size_t sizes[2] = {0, 0};
+  if (size > sizes[slot]) {
+    buffers[slot].reset(new uint8_t[size]);
+    sizes[slot] = size;
+  }
+  return buffers[slot].get();
+}
+
 // Runs one convolution. `a`, `b`, `out` are the arguments in the order of Direction's comments.
 void run(Direction d, const Geometry& g, ffi::AnyBuffer a, ffi::AnyBuffer b, void* out,
          ffi::DataType out_type) {
@@ -152,15 +166,13 @@ void run(Direction d, const Geometry& g, ffi::AnyBuffer a, ffi::AnyBuffer b, voi
   auto conv = cached(d, g, a_t, b_t, out_t);
   auto& e = cpu_engine();
   dnnl::stream stream(e);
-  // Uninitialised buffers (new[], not std::vector's zeroing): oneDNN writes before it reads.
-  std::unique_ptr<uint8_t[]> scratch(new uint8_t[conv->scratchpad.get_size()]);
-  memory scratchpad(conv->scratchpad, e, scratch.get());
+  memory scratchpad(conv->scratchpad, e, scratch_buffer(0, conv->scratchpad.get_size()));
 
   const KernelLayout& k = conv->kernel;
-  std::unique_ptr<uint8_t[]> kernel_buffer(new uint8_t[k.reorder ? k.wanted.get_size() : 0]);
+  void* kernel_buffer = scratch_buffer(1, k.reorder ? k.wanted.get_size() : 0);
   void* user_kernel = d == Direction::kKernelGrad ? out : b.untyped_data();
   memory user(k.user, e, user_kernel);
-  memory kernel = k.reorder ? memory(k.wanted, e, kernel_buffer.get()) : user;
+  memory kernel = k.reorder ? memory(k.wanted, e, kernel_buffer) : user;
   if (k.reorder && d != Direction::kKernelGrad) {
     k.reorder->execute(stream, {{DNNL_ARG_FROM, user}, {DNNL_ARG_TO, kernel}});
   }
