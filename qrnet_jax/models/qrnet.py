@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from qrnet_jax.ops.conv import Conv
+from qrnet_jax.ops.pool import max_pool_2x2
 
 # Channels per encoder stage; the bottleneck has twice the last (256). Table 1.
 ENCODER_CHANNELS = (16, 32, 64, 128)
@@ -77,7 +78,7 @@ class QRNet(nn.Module):
     for i, features in enumerate(ENCODER_CHANNELS):
       x = self._stage(x, features, f'encoder{i + 1}', train)
       skips.append(x)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = max_pool_2x2(x)
     x = self._stage(x, BOTTLENECK_CHANNELS, 'bottleneck', train)
     for i, (features, skip) in enumerate(zip(ENCODER_CHANNELS[::-1], skips[::-1])):
       x = UpConv2x2(features, dtype=self.dtype, name=f'decoder{i + 1}_upconv')(x)

@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from qrnet_jax.ops.conv import Conv
+from qrnet_jax.ops.pool import max_pool_2x2
 
 
 def _centre(images: jnp.ndarray, dtype) -> jnp.ndarray:
@@ -40,7 +41,7 @@ class SmallVGG(nn.Module):
     for block, channels in enumerate(self.block_channels, start=1):
       for i in (1, 2):
         x = nn.relu(Conv(channels, (3, 3), dtype=self.dtype, name=f'block{block}_conv{i}')(x))
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = max_pool_2x2(x)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.relu(nn.Dense(self.fc_features, dtype=self.dtype, name='fc1')(x))
     x = nn.Dense(self.num_classes, dtype=self.dtype, name='predictions')(x)
@@ -66,7 +67,7 @@ class SmallInception(nn.Module):
       return nn.relu(_batch_norm(train, self.dtype, f'batch_normalization_{i}')(x))
 
     x = conv_bn(_centre(images, self.dtype), self.stem_channels, (3, 3))
-    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = max_pool_2x2(x)
     for channels in self.branch_channels:
       branch1x1 = conv_bn(x, channels, (1, 1))
       branch3x3 = conv_bn(conv_bn(x, channels, (1, 1)), channels, (3, 3))
@@ -75,7 +76,7 @@ class SmallInception(nn.Module):
       branch_pool = nn.avg_pool(x, (3, 3), padding='SAME', count_include_pad=False)
       branch_pool = conv_bn(branch_pool, channels, (1, 1))
       x = jnp.concatenate([branch1x1, branch3x3, branch3x3dbl, branch_pool], axis=-1)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = max_pool_2x2(x)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(self.num_classes, dtype=self.dtype, name='predictions')(x)
     return x.astype(jnp.float32)

@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from qrnet_jax.ops.conv import Conv
+from qrnet_jax.ops.pool import max_pool_2x2
 
 # Caffe-style ImageNet channel means in BGR order, 0-255 pixel units (Keras "caffe" mode).
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -49,7 +50,7 @@ class VGG16(nn.Module):
         x = Conv(channels, (3, 3), padding='SAME', dtype=self.dtype,
                  name=f'block{block}_conv{i}')(x)
         x = nn.relu(x)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2), padding='VALID')
+      x = max_pool_2x2(x)
     # Keras' Flatten is channels-last, so fc1's rows are in (H, W, C) order.
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(nn.Dense(4096, dtype=self.dtype, name='fc1')(x))
