@@ -3,8 +3,6 @@ on 2 x batch images, L1, backward, Adam) in PyTorch, channels_last, float32 or b
 
 Optional (`pip install torch`); not a dependency of qrnet_jax. Imported by qrnet_jax.benchmark only.
 """
-import time
-
 import numpy as np
 import torch
 from torch import nn
@@ -52,9 +50,9 @@ class TorchQRNet(nn.Module):
     return torch.sigmoid(self.output(x).float())
 
 
-def step_timer(image_size, batch_size, dtype, small=False):
-  """The train step on 2 x batch_size images (clean + distorted), warmed up: a function that runs
-  n timed steps and returns their durations in seconds (qrnet_jax.benchmark's StepTimer)."""
+def train_step(image_size, batch_size, dtype, small=False):
+  """The train step on 2 x batch_size images (clean + distorted): a function that runs one step
+  (qrnet_jax.benchmark times it)."""
   model = TorchQRNet(small=small).to(memory_format=torch.channels_last).train()
   optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
   rng = np.random.default_rng(0)
@@ -70,13 +68,4 @@ def step_timer(image_size, batch_size, dtype, small=False):
     loss.backward()
     optimizer.step()
 
-  def run(num_steps):
-    times = []
-    for _ in range(num_steps):
-      start = time.perf_counter()
-      step()
-      times.append(time.perf_counter() - start)
-    return times
-
-  run(1)  # warm-up
-  return run
+  return step
