@@ -4,9 +4,9 @@
 reduce-window over the input and one int32 iota per dimension (4 arrays the input's size) plus a
 scatter: about 250 ms of work in QRNet's 64 px train step on 2 cores, whose operand-free iotas ran
 beside the convolutions and took their cores (the step is 12% faster without it at 64 px, 8% at
-32 px). With the windows disjoint, the gradient is the output
-gradient routed to each window's first maximum (in row-major window order, as select-and-scatter
-picks it), so the result is the same, ties included. Any backend; pure jnp.
+32 px). With the windows disjoint, the gradient is the output gradient routed to each window's
+first maximum (in row-major window order, as select-and-scatter picks it), so the result is the
+same, ties included. Any backend; pure jnp.
 """
 import jax
 import jax.numpy as jnp
