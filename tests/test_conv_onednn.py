@@ -27,31 +27,45 @@ def relative_error(value, reference):
   return float(np.max(np.abs(value - reference)) / max(np.max(np.abs(reference)), 1e-30))
 
 
-def value_and_grads(conv_fn, x, kernel, dy):
-  y, vjp = jax.vjp(conv_fn, x, kernel)
+def value_and_grads(conv_fn, arrays, dy):
+  y, vjp = jax.vjp(conv_fn, *arrays)
   return (y, *vjp(dy))
 
 
-def check_against_lax(batch, hw, channels, features, kernel_hw, strides, padding, dtype, seed=0):
-  """oneDNN's value, input gradient and kernel gradient against lax's (in float32 on the same
-  rounded inputs), to TOLERANCE[dtype] relative to the largest reference entry."""
-  keys = jax.random.split(jax.random.PRNGKey(seed), 3)
+# (bias, relu): the plain convolution, + bias, relu(+ bias): the op's three forms.
+FORMS = [(False, False), (True, False), (True, True)]
+
+
+def check_against_lax(batch, hw, channels, features, kernel_hw, strides, padding, dtype, seed=0,
+                      bias=False, relu=False):
+  """oneDNN's value and gradients (input, kernel, and bias when `bias`) of relu?(conv + bias?)
+  against lax.conv_general_dilated's (in float32 on the same rounded inputs), to TOLERANCE[dtype]
+  relative to the largest reference entry."""
+  keys = jax.random.split(jax.random.PRNGKey(seed), 4)
   x = jax.random.normal(keys[0], (batch, *hw, channels)).astype(dtype)
   kernel = jax.random.normal(keys[1], (*kernel_hw, channels, features)).astype(dtype)
-  reference = lambda x, k: jax.lax.conv_general_dilated(
-      x.astype(jnp.float32), k.astype(jnp.float32), strides, padding,
-      dimension_numbers=NHWC_HWIO)
+  arrays = (x, kernel) + ((jax.random.normal(keys[3], (features,)).astype(dtype),) if bias else ())
+
+  def reference(x, k, b=0.):
+    y = jax.lax.conv_general_dilated(x.astype(jnp.float32), k.astype(jnp.float32), strides,
+                                     padding, dimension_numbers=NHWC_HWIO) + b
+    return jax.nn.relu(y) if relu else y
+
   pads = onednn.explicit_padding(padding, hw, kernel_hw, strides)
-  ours = lambda x, k: onednn.conv2d(x, k, strides, pads)
+  ours = lambda x, k, b=None: onednn.conv2d(x, k, b, strides, pads, relu)
   dy = jax.random.normal(keys[2], jax.eval_shape(reference, x, kernel).shape).astype(dtype)
-  expected = value_and_grads(reference, x, kernel, dy.astype(jnp.float32))
-  got = jax.jit(value_and_grads, static_argnums=0)(ours, x, kernel, dy)
-  for name, g, e in zip(('value', 'input gradient', 'kernel gradient'), got, expected):
+  expected = value_and_grads(reference, [a.astype(jnp.float32) for a in arrays],
+                             dy.astype(jnp.float32))
+  got = jax.jit(value_and_grads, static_argnums=0)(ours, arrays, dy)
+  assert len(got) == len(expected) == 1 + len(arrays)
+  for name, g, e in zip(('value', 'input gradient', 'kernel gradient', 'bias gradient'), got,
+                        expected):
     assert g.shape == e.shape, name
     assert g.dtype == dtype, name
     assert relative_error(g, e) < TOLERANCE[dtype], (name, relative_error(g, e))
 
 
+@pytest.mark.parametrize('bias,relu', FORMS)
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize('batch,hw,channels,features,kernel_hw,strides,padding', [
     (1, (7, 9), 3, 5, (3, 3), (1, 1), 'SAME'),     # odd sizes, batch 1
@@ -62,27 +76,29 @@ def check_against_lax(batch, hw, channels, features, kernel_hw, strides, padding
     (2, (8, 9), 5, 3, (1, 7), (1, 1), 'SAME'),
     (2, (6, 7), 4, 5, (3, 3), (1, 2), ((2, 0), (1, 3))),  # explicit, asymmetric
 ])
-def test_op_equals_lax(batch, hw, channels, features, kernel_hw, strides, padding, dtype):
-  check_against_lax(batch, hw, channels, features, kernel_hw, strides, padding, dtype)
+def test_op_equals_lax(batch, hw, channels, features, kernel_hw, strides, padding, dtype, bias,
+                       relu):
+  check_against_lax(batch, hw, channels, features, kernel_hw, strides, padding, dtype, bias=bias,
+                    relu=relu)
 
 
 def conv_configurations(module, image_size, monkeypatch):
-  """{(kernel shape, strides, explicit padding, input hw): covered by the op} over every
+  """{(kernel shape, strides, explicit padding, input hw, bias, relu): covered by the op} over every
   convolution that `module` traces with conv_impl 'onednn'."""
   seen = {}
-  covers, conv2d = onednn.covers, onednn.conv2d
+  geometry_of, conv2d = conv.onednn_geometry, onednn.conv2d
 
-  def recording_covers(x, kernel, *args):
-    covered = covers(x, kernel, *args)
-    if not covered:
-      seen[tuple(kernel.shape), None, None, x.shape[1:3]] = False
-    return covered
+  def recording_geometry(conv_module, x):
+    geometry = geometry_of(conv_module, x)
+    if geometry is None:
+      seen[conv_module.kernel_size, None, None, x.shape[1:3], None, None] = False
+    return geometry
 
-  def recording_conv2d(x, kernel, strides, padding):
-    seen[tuple(kernel.shape), strides, padding, x.shape[1:3]] = True
-    return conv2d(x, kernel, strides, padding)
+  def recording_conv2d(x, kernel, bias, strides, padding, relu):
+    seen[tuple(kernel.shape), strides, padding, x.shape[1:3], bias is not None, relu] = True
+    return conv2d(x, kernel, bias, strides, padding, relu)
 
-  monkeypatch.setattr(onednn, 'covers', recording_covers)
+  monkeypatch.setattr(conv, 'onednn_geometry', recording_geometry)
   monkeypatch.setattr(onednn, 'conv2d', recording_conv2d)
   with conv.conv_impl('onednn'):
     jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0),
@@ -100,30 +116,41 @@ MODELS = [('qrnet', lambda: QRNet(), 32)] + [
 def test_every_model_convolution_runs_on_onednn_and_equals_lax(name, build, image_size,
                                                                monkeypatch):
   """Every convolution of every model goes to the op, and each distinct configuration (kernel,
-  strides, padding) gives lax's values and gradients in float32 and bfloat16. Channels are cut to
-  at most 8 and the input to a few output pixels of the same parity: the geometry is the model's."""
+  strides, padding, bias, ReLU) gives lax's values and gradients in float32 and bfloat16. Channels
+  are cut to at most 8 and the input to a few output pixels of the same parity: the geometry is the
+  model's."""
   configurations = conv_configurations(build(), image_size, monkeypatch)
   assert configurations and all(configurations.values()), name
-  distinct = {(k[:2], strides, pads, tuple(i % 2 for i in hw)): k
-              for k, strides, pads, hw in configurations}
-  for (kernel_hw, strides, pads, parity), kernel_shape in distinct.items():
+  distinct = {(k[:2], strides, pads, tuple(i % 2 for i in hw), bias, relu): k
+              for k, strides, pads, hw, bias, relu in configurations}
+  for (kernel_hw, strides, pads, parity, bias, relu), kernel_shape in distinct.items():
     hw = tuple(k + s + p for k, s, p in zip(kernel_hw, strides, parity))
     for dtype in (jnp.float32, jnp.bfloat16):
       check_against_lax(2, hw, min(kernel_shape[2], 8), min(kernel_shape[3], 8), kernel_hw,
-                        strides, pads, dtype)
+                        strides, pads, dtype, bias=bias, relu=relu)
 
 
-def test_conv_module_keeps_nn_conv_parameters_and_switch_selects_the_implementation():
-  x = jnp.ones((2, 8, 8, 3))
-  ours = conv.Conv(4, (3, 3), name='c')
-  variables = ours.init(jax.random.PRNGKey(0), x)
-  reference = nn.Conv(4, (3, 3), name='c').init(jax.random.PRNGKey(0), x)
-  assert jax.tree.map(lambda a, b: a.shape == b.shape and bool((a == b).all()),
-                      variables, reference) == {'params': {'bias': True, 'kernel': True}}
+@pytest.mark.parametrize('use_bias,relu,target', [
+    (True, False, 'QrnetOnednnConvBiasForward'), (True, True, 'QrnetOnednnConvBiasForward'),
+    (False, False, 'QrnetOnednnConvForward')])
+def test_conv_module_keeps_nn_conv_parameters_and_switch_selects_the_implementation(use_bias, relu,
+                                                                                    target):
+  """conv.Conv(relu=...) has nn.Conv's parameters (same initial values) and computes
+  nn.relu?(nn.Conv(x)) with either implementation; the switch picks the custom call or not."""
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 3))
+  ours = conv.Conv(4, (3, 3), use_bias=use_bias, relu=relu, name='c')
+  reference = nn.Conv(4, (3, 3), use_bias=use_bias, name='c')
+  expected_variables = reference.init(jax.random.PRNGKey(0), x)
+  expected = reference.apply(expected_variables, x)
+  expected = nn.relu(expected) if relu else expected
   for impl, custom_calls in (('xla', False), ('onednn', True), ('auto', True)):
     with conv.conv_impl(impl):
+      variables = ours.init(jax.random.PRNGKey(0), x)
+      assert jax.tree.map(lambda a, b: a.shape == b.shape and bool((a == b).all()), variables,
+                          expected_variables) == jax.tree.map(lambda _: True, expected_variables)
+      np.testing.assert_allclose(ours.apply(variables, x), expected, rtol=1e-5, atol=1e-6)
       hlo = jax.jit(ours.apply).lower(variables, x).as_text()
-    assert ('QrnetOnednnConvForward' in hlo) == custom_calls, impl
+    assert (target in hlo) == custom_calls, impl
   with pytest.raises(ValueError, match='conv_impl'):
     conv.set_conv_impl('cudnn')
 
@@ -221,7 +248,7 @@ def test_four_devices_shard_the_custom_calls_and_match_one_device():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
                four[1], one[1])
   hlo = four[2]
-  assert 'QrnetOnednnConvForward' in hlo and 'QrnetOnednnConvKernelGrad' in hlo
+  assert 'QrnetOnednnConvBiasForward' in hlo and 'QrnetOnednnConvKernelBiasGrad' in hlo
   assert 'all-gather' not in hlo
   # Per-shard shapes: the first convolution sees 1 of the 4 images on each device.
   assert 'f32[1,16,16,3]' in hlo

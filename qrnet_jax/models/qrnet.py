@@ -54,21 +54,21 @@ class QRNet(nn.Module):
   dropout_rate: float = 0.2
   dtype: Any = jnp.float32
 
-  def _conv(self, features, name, kernel_size=3):
+  def _conv(self, features, name, kernel_size=3, relu=False):
     return Conv(features, (kernel_size, kernel_size), padding='SAME', kernel_init=he_normal,
-                dtype=self.dtype, name=name)
+                relu=relu, dtype=self.dtype, name=name)
 
   def _stage(self, x, features, name, train, dropout=False):
     """Two 3x3 conv + ReLU with dropout between them where Table 1 has it.
 
     The small QRNet (Table 3) keeps one conv per stage and its dropout right after that conv.
     """
-    x = nn.relu(self._conv(features, f'{name}_conv1')(x))
+    x = self._conv(features, f'{name}_conv1', relu=True)(x)
     if dropout:
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     if self.small:
       return x
-    return nn.relu(self._conv(features, f'{name}_conv2')(x))
+    return self._conv(features, f'{name}_conv2', relu=True)(x)
 
   @nn.compact
   def __call__(self, x, train: bool = False):

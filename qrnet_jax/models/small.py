@@ -40,7 +40,7 @@ class SmallVGG(nn.Module):
     x = _centre(images, self.dtype)
     for block, channels in enumerate(self.block_channels, start=1):
       for i in (1, 2):
-        x = nn.relu(Conv(channels, (3, 3), dtype=self.dtype, name=f'block{block}_conv{i}')(x))
+        x = Conv(channels, (3, 3), relu=True, dtype=self.dtype, name=f'block{block}_conv{i}')(x)
       x = max_pool_2x2(x)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.relu(nn.Dense(self.fc_features, dtype=self.dtype, name='fc1')(x))

@@ -47,9 +47,8 @@ class VGG16(nn.Module):
     x = caffe_preprocess(images.astype(jnp.float32)).astype(self.dtype)
     for block, num_convs, channels in VGG16_BLOCKS:
       for i in range(1, num_convs + 1):
-        x = Conv(channels, (3, 3), padding='SAME', dtype=self.dtype,
+        x = Conv(channels, (3, 3), padding='SAME', relu=True, dtype=self.dtype,
                  name=f'block{block}_conv{i}')(x)
-        x = nn.relu(x)
       x = max_pool_2x2(x)
     # Keras' Flatten is channels-last, so fc1's rows are in (H, W, C) order.
     x = x.reshape((x.shape[0], -1))

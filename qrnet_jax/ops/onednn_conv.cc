@@ -1,7 +1,9 @@
 // 2-D NHWC convolutions on oneDNN, as XLA FFI handlers (jax.ffi): forward, gradient with respect
 // to the input, gradient with respect to the kernel. Kernels are HWIO (Flax's layout); padding is
 // explicit (top, bottom, left, right). float32, or bfloat16 with float32 accumulation where the
-// CPU has bfloat16 convolutions. The bias is added (and its gradient summed) by XLA around these.
+// CPU has bfloat16 convolutions. The bias variants add a bias and, optionally, apply a ReLU in the
+// forward primitive (a post-op), and sum the bias gradient in the kernel-gradient primitive, as
+// PyTorch does: no separate passes over the activations for them.
 //
 // oneDNN 3.x API (3.2 from PyPI's onednn-cpu-gomp; on AVX2 its brgemm kernels are the ones PyTorch
 // runs). Primitives are built once per (direction, shapes, dtypes, strides, padding) and kept; each
@@ -13,6 +15,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <utility>
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -33,6 +36,8 @@ struct Geometry {
   int64_t kh, kw, o;      // kernel (HWIO: kh, kw, c, o)
   int64_t oh, ow;         // output (N, oh, ow, o)
   Dims strides, pad_l, pad_r;
+  bool bias = false;      // forward: adds a bias; kernel gradient: also sums the bias gradient
+  bool relu = false;      // forward: ReLU after the bias
 };
 
 memory::data_type to_dnnl(ffi::DataType t) {
@@ -71,12 +76,18 @@ dnnl::primitive_attr user_scratchpad() {
   return attr;
 }
 
+memory::desc bias_desc(const Geometry& g, memory::data_type t) {
+  return g.bias ? memory::desc({g.o}, t, memory::format_tag::x) : memory::desc();
+}
+
+// The forward convolution (with the bias when g.bias; the bias has the kernel's dtype). Also the
+// hint of the backward ones.
 dnnl::convolution_forward::primitive_desc forward_pd(const Geometry& g, memory::data_type x_t,
                                                      memory::data_type k_t, memory::data_type y_t,
                                                      const dnnl::primitive_attr& attr) {
   return dnnl::convolution_forward::primitive_desc(
       cpu_engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-      nhwc(g.n, g.h, g.w, g.c, x_t), hwio(g, k_t, memory::format_tag::any),
+      nhwc(g.n, g.h, g.w, g.c, x_t), hwio(g, k_t, memory::format_tag::any), bias_desc(g, k_t),
       nhwc(g.n, g.oh, g.ow, g.o, y_t), g.strides, g.pad_l, g.pad_r, attr);
 }
 
@@ -95,6 +106,11 @@ std::shared_ptr<Conv> build(Direction d, const Geometry& g, memory::data_type a_
   auto attr = user_scratchpad();
   auto conv = std::make_shared<Conv>();
   if (d == Direction::kForward) {  // a = x, b = kernel, out = y
+    if (g.relu) {
+      dnnl::post_ops ops;
+      ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+      attr.set_post_ops(ops);
+    }
     auto pd = forward_pd(g, a_t, b_t, out_t, attr);
     conv->kernel = kernel_layout(hwio(g, b_t, memory::format_tag::hwio), pd.weights_desc(), false);
     conv->scratchpad = pd.scratchpad_desc();
@@ -108,13 +124,13 @@ std::shared_ptr<Conv> build(Direction d, const Geometry& g, memory::data_type a_
     conv->kernel = kernel_layout(hwio(g, b_t, memory::format_tag::hwio), pd.weights_desc(), false);
     conv->scratchpad = pd.scratchpad_desc();
     conv->primitive = std::make_unique<dnnl::convolution_backward_data>(pd);
-  } else {  // a = x, b = dy, out = dkernel (float32 also for bfloat16 inputs)
+  } else {  // a = x, b = dy, out = dkernel (and dbias; float32 also for bfloat16 inputs)
     // The hint's kernel has the input's dtype: no forward convolution takes bf16 x, f32 kernel.
     auto hint = forward_pd(g, a_t, a_t, b_t, dnnl::primitive_attr());
     dnnl::convolution_backward_weights::primitive_desc pd(
         e, dnnl::algorithm::convolution_direct, nhwc(g.n, g.h, g.w, g.c, a_t),
-        hwio(g, out_t, memory::format_tag::any), nhwc(g.n, g.oh, g.ow, g.o, b_t), g.strides,
-        g.pad_l, g.pad_r, hint, attr);
+        hwio(g, out_t, memory::format_tag::any), bias_desc(g, out_t),
+        nhwc(g.n, g.oh, g.ow, g.o, b_t), g.strides, g.pad_l, g.pad_r, hint, attr);
     conv->kernel =
         kernel_layout(hwio(g, out_t, memory::format_tag::hwio), pd.diff_weights_desc(), true);
     conv->scratchpad = pd.scratchpad_desc();
@@ -127,8 +143,8 @@ std::string cache_key(Direction d, const Geometry& g, memory::data_type a_t, mem
                       memory::data_type out_t) {
   std::string key;
   for (int64_t v : {int64_t(d), g.n, g.h, g.w, g.c, g.kh, g.kw, g.o, g.oh, g.ow, g.strides[0],
-                    g.strides[1], g.pad_l[0], g.pad_l[1], g.pad_r[0], g.pad_r[1], int64_t(a_t),
-                    int64_t(b_t), int64_t(out_t)}) {
+                    g.strides[1], g.pad_l[0], g.pad_l[1], g.pad_r[0], g.pad_r[1], int64_t(g.bias),
+                    int64_t(g.relu), int64_t(a_t), int64_t(b_t), int64_t(out_t)}) {
     key += std::to_string(v) + ',';
   }
   return key;
@@ -158,9 +174,10 @@ void* scratch_buffer(int slot, size_t size) {
   return buffers[slot].get();
 }
 
-// Runs one convolution. `a`, `b`, `out` are the arguments in the order of Direction's comments.
+// Runs one convolution. `a`, `b`, `out` are the arguments in the order of Direction's comments;
+// `bias` is the forward's bias or the kernel gradient's bias gradient (when g.bias).
 void run(Direction d, const Geometry& g, ffi::AnyBuffer a, ffi::AnyBuffer b, void* out,
-         ffi::DataType out_type) {
+         ffi::DataType out_type, void* bias = nullptr) {
   auto a_t = to_dnnl(a.element_type()), b_t = to_dnnl(b.element_type());
   auto out_t = to_dnnl(out_type);
   auto conv = cached(d, g, a_t, b_t, out_t);
@@ -180,8 +197,10 @@ void run(Direction d, const Geometry& g, ffi::AnyBuffer a, ffi::AnyBuffer b, voi
   if (d == Direction::kForward) {
     memory x(nhwc(g.n, g.h, g.w, g.c, a_t), e, a.untyped_data());
     memory y(nhwc(g.n, g.oh, g.ow, g.o, out_t), e, out);
-    conv->primitive->execute(stream, {{DNNL_ARG_SRC, x}, {DNNL_ARG_WEIGHTS, kernel},
-                                      {DNNL_ARG_DST, y}, {DNNL_ARG_SCRATCHPAD, scratchpad}});
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, x}, {DNNL_ARG_WEIGHTS, kernel},
+                                         {DNNL_ARG_DST, y}, {DNNL_ARG_SCRATCHPAD, scratchpad}};
+    if (g.bias) args.emplace(DNNL_ARG_BIAS, memory(bias_desc(g, b_t), e, bias));
+    conv->primitive->execute(stream, args);
   } else if (d == Direction::kInputGrad) {
     memory dy(nhwc(g.n, g.oh, g.ow, g.o, a_t), e, a.untyped_data());
     memory dx(nhwc(g.n, g.h, g.w, g.c, out_t), e, out);
@@ -190,9 +209,11 @@ void run(Direction d, const Geometry& g, ffi::AnyBuffer a, ffi::AnyBuffer b, voi
   } else {
     memory x(nhwc(g.n, g.h, g.w, g.c, a_t), e, a.untyped_data());
     memory dy(nhwc(g.n, g.oh, g.ow, g.o, b_t), e, b.untyped_data());
-    conv->primitive->execute(stream, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DIFF_DST, dy},
-                                      {DNNL_ARG_DIFF_WEIGHTS, kernel},
-                                      {DNNL_ARG_SCRATCHPAD, scratchpad}});
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, x}, {DNNL_ARG_DIFF_DST, dy},
+                                         {DNNL_ARG_DIFF_WEIGHTS, kernel},
+                                         {DNNL_ARG_SCRATCHPAD, scratchpad}};
+    if (g.bias) args.emplace(DNNL_ARG_DIFF_BIAS, memory(bias_desc(g, out_t), e, bias));
+    conv->primitive->execute(stream, args);
     if (k.reorder) k.reorder->execute(stream, {{DNNL_ARG_FROM, kernel}, {DNNL_ARG_TO, user}});
   }
   stream.wait();
@@ -223,6 +244,18 @@ ffi::Error forward(ffi::AnyBuffer x, ffi::AnyBuffer kernel, ffi::Result<ffi::Any
   });
 }
 
+ffi::Error bias_forward(ffi::AnyBuffer x, ffi::AnyBuffer kernel, ffi::AnyBuffer bias,
+                        ffi::Result<ffi::AnyBuffer> y, int64_t sh, int64_t sw, int64_t pt,
+                        int64_t pb, int64_t pl, int64_t pr, bool relu) {
+  return guarded([&] {
+    auto g = geometry(x.dimensions(), kernel.dimensions(), y->dimensions(), sh, sw, pt, pb, pl, pr);
+    g.bias = true;
+    g.relu = relu;
+    run(Direction::kForward, g, x, kernel, y->untyped_data(), y->element_type(),
+        bias.untyped_data());
+  });
+}
+
 ffi::Error input_grad(ffi::AnyBuffer dy, ffi::AnyBuffer kernel, ffi::Result<ffi::AnyBuffer> dx,
                       int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
   return guarded([&] {
@@ -241,18 +274,35 @@ ffi::Error kernel_grad(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::Any
   });
 }
 
-// All three handlers take two arrays, return one and carry the same geometry attributes.
+ffi::Error kernel_bias_grad(ffi::AnyBuffer x, ffi::AnyBuffer dy,
+                            ffi::Result<ffi::AnyBuffer> dkernel, ffi::Result<ffi::AnyBuffer> dbias,
+                            int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl,
+                            int64_t pr) {
+  return guarded([&] {
+    auto g = geometry(x.dimensions(), dkernel->dimensions(), dy.dimensions(), sh, sw, pt, pb, pl,
+                      pr);
+    g.bias = true;
+    run(Direction::kKernelGrad, g, x, dy, dkernel->untyped_data(), dkernel->element_type(),
+        dbias->untyped_data());
+  });
+}
+
+// The geometry attributes every handler carries, after its arrays.
+template <typename Binding>
+auto with_geometry(Binding binding) {
+  return std::move(binding)
+      .template Attr<int64_t>("stride_h")
+      .template Attr<int64_t>("stride_w")
+      .template Attr<int64_t>("pad_top")
+      .template Attr<int64_t>("pad_bottom")
+      .template Attr<int64_t>("pad_left")
+      .template Attr<int64_t>("pad_right");
+}
+
+// Two arrays in, one out: the plain forward, the input gradient, the kernel gradient.
 auto conv_binding() {
-  return ffi::Ffi::Bind()
-      .Arg<ffi::AnyBuffer>()
-      .Arg<ffi::AnyBuffer>()
-      .Ret<ffi::AnyBuffer>()
-      .Attr<int64_t>("stride_h")
-      .Attr<int64_t>("stride_w")
-      .Attr<int64_t>("pad_top")
-      .Attr<int64_t>("pad_bottom")
-      .Attr<int64_t>("pad_left")
-      .Attr<int64_t>("pad_right");
+  return with_geometry(ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>()
+                           .Ret<ffi::AnyBuffer>());
 }
 
 }  // namespace
@@ -260,6 +310,19 @@ auto conv_binding() {
 XLA_FFI_DEFINE_HANDLER_SYMBOL(QrnetOnednnConvForward, forward, conv_binding());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(QrnetOnednnConvInputGrad, input_grad, conv_binding());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(QrnetOnednnConvKernelGrad, kernel_grad, conv_binding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(QrnetOnednnConvBiasForward, bias_forward,
+                              with_geometry(ffi::Ffi::Bind()
+                                                .Arg<ffi::AnyBuffer>()
+                                                .Arg<ffi::AnyBuffer>()
+                                                .Arg<ffi::AnyBuffer>()
+                                                .Ret<ffi::AnyBuffer>())
+                                  .Attr<bool>("relu"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(QrnetOnednnConvKernelBiasGrad, kernel_bias_grad,
+                              with_geometry(ffi::Ffi::Bind()
+                                                .Arg<ffi::AnyBuffer>()
+                                                .Arg<ffi::AnyBuffer>()
+                                                .Ret<ffi::AnyBuffer>()
+                                                .Ret<ffi::AnyBuffer>()));
 
 // 1 when this CPU has oneDNN convolutions (all three directions) in bfloat16, else 0. Python asks
 // once; without them bfloat16 convolutions run in float32 on oneDNN.
