@@ -22,9 +22,12 @@ class UpConv2x2(nn.Module):
   """2x2 transposed convolution with stride 2 (Table 1's "Transposed Conv.").
 
   With the stride equal to the kernel size the output blocks do not overlap, so the operation is
-  one einsum. It equals `nn.ConvTranspose(features, (2, 2), strides=(2, 2), padding='SAME')` on the
-  same parameters (kernel flipped in both spatial axes) and avoids XLA's slow weight gradient for
-  ConvTranspose (jax-ml/jax#23783). The kernel layout is ConvTranspose's (2, 2, in, out).
+  one matrix product, (pixels, in) x (in, 2 * 2 * out), whose rows are then laid out as 2x2 blocks
+  (depth to space). It equals `nn.ConvTranspose(features, (2, 2), strides=(2, 2), padding='SAME')`
+  on the same parameters (kernel flipped in both spatial axes) and avoids XLA's slow weight
+  gradient for ConvTranspose (jax-ml/jax#23783). The kernel layout is ConvTranspose's
+  (2, 2, in, out). (An einsum straight into the (n, h, 2, w, 2, out) layout was 30-40% slower
+  on CPU, forward and backward: XLA transposed the activations around its dot.)
   """
   features: int
   dtype: Any = jnp.float32
@@ -34,9 +37,10 @@ class UpConv2x2(nn.Module):
     kernel = self.param('kernel', he_normal, (2, 2, x.shape[-1], self.features), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
     x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
-    y = jnp.einsum('nhwc,abco->nhawbo', x, kernel[::-1, ::-1])
-    n, h, _, w, _, o = y.shape
-    return y.reshape(n, 2 * h, 2 * w, o) + bias
+    n, h, w, c = x.shape
+    blocks = kernel[::-1, ::-1].transpose(2, 0, 1, 3).reshape(c, 4 * self.features)
+    y = jnp.dot(x.reshape(n * h * w, c), blocks).reshape(n, h, w, 2, 2, self.features)
+    return y.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w, self.features) + bias
 
 
 class QRNet(nn.Module):
