@@ -324,14 +324,17 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(QrnetOnednnConvKernelBiasGrad, kernel_bias_grad,
                                                 .Ret<ffi::AnyBuffer>()
                                                 .Ret<ffi::AnyBuffer>()));
 
-// 1 when this CPU has oneDNN convolutions (all three directions) in bfloat16, else 0. Python asks
-// once; without them bfloat16 convolutions run in float32 on oneDNN.
+// 1 when this CPU has oneDNN convolutions (all three directions, with and without the bias) in
+// bfloat16, else 0. Python asks once; without them bfloat16 convolutions run in float32 on oneDNN.
 extern "C" int qrnet_onednn_has_bf16() {
   try {
     Geometry g{1, 4, 4, 8, 3, 3, 8, 4, 4, {1, 1}, {1, 1}, {1, 1}};
     const auto bf16 = memory::data_type::bf16;
     build(Direction::kForward, g, bf16, bf16, bf16);
     build(Direction::kInputGrad, g, bf16, bf16, bf16);
+    build(Direction::kKernelGrad, g, bf16, bf16, memory::data_type::f32);
+    g.bias = g.relu = true;  // and the fused forms
+    build(Direction::kForward, g, bf16, bf16, bf16);
     build(Direction::kKernelGrad, g, bf16, bf16, memory::data_type::f32);
     return 1;
   } catch (const dnnl::error&) {
