@@ -32,8 +32,8 @@ def value_and_grads(conv_fn, arrays, dy):
   return (y, *vjp(dy))
 
 
-# (bias, relu): the plain convolution, + bias, relu(+ bias): the op's three forms.
-FORMS = [(False, False), (True, False), (True, True)]
+# (bias, relu): the plain convolution, + bias, relu(+ bias), relu without a bias.
+FORMS = [(False, False), (True, False), (True, True), (False, True)]
 
 
 def check_against_lax(batch, hw, channels, features, kernel_hw, strides, padding, dtype, seed=0,

@@ -225,7 +225,8 @@ def _conv2d_bwd(strides, padding, relu, residuals, dy):
   t = _compute_dtype(x.dtype)
   x_t, kernel_t, dy_t = x.astype(t), kernel.astype(t), dy.astype(t)
   dx = _input_grad(dy_t, kernel_t, x.shape, strides, padding)
-  if bias is None:  # float32 accumulation
+  # The kernel and bias gradients come in float32 (accumulated in float32 for bfloat16 too).
+  if bias is None:
     dkernel, dbias = _kernel_grad(x_t, dy_t, kernel.shape, strides, padding), None
   else:
     dkernel, dbias = _kernel_bias_grad(x_t, dy_t, kernel.shape, strides, padding)
