@@ -80,7 +80,7 @@ def onednn_geometry(module: nn.Conv, inputs) -> Optional[Tuple[Tuple[int, int], 
     return None  # CIRCULAR, REFLECT, CAUSAL
   strides = _pairs(module.strides, 'strides')
   try:
-    pads = onednn.explicit_padding(padding, inputs.shape[1:3], module.kernel_size, strides)
+    pads = onednn.explicit_padding(padding, inputs.shape[1:3], kernel_size, strides)
   except (TypeError, ValueError):
     return None  # another of nn.Conv's padding forms
   return strides, pads
