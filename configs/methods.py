@@ -22,6 +22,8 @@ Every restorer is also evaluated with the unseen classifier where one is given (
 """
 import ml_collections
 
+from qrnet_jax.run_names import classifier_run
+
 METHODS = ('classifier', 'recnet_noise', 'recnet_blur', 'recnet', 'qrnet', 'small_qrnet',
            'finetuned_noise', 'finetuned_blur', 'finetuned', 'end_to_end', 'mqrnet')
 
@@ -106,11 +108,11 @@ def paper_experiment(base, *, title, classifier, second, unseen, paper='', finet
   """Every run of the paper's experiment on one dataset (Tables 2-6, Figures 4-8).
 
   The three classifiers are each trained once on clean images (runs `classifier_NAME`); every
-  other run reads them from there (Table 4's fine-tuned classifiers start from them). `data_dir`, when set, is every run's data.data_dir.
+  other run reads them from there (Table 4's fine-tuned classifiers start from them).
   `finetune_epochs` (0: the classifier's own train_epochs) bounds Table 4's fine-tuning.
   """
   roles = {'classifier': classifier, 'second': second, 'unseen': unseen}
-  trained_by = {c[0]: f'classifier_{c[0]}' for c in roles.values()}
+  trained_by = {c[0]: classifier_run(c[0]) for c in roles.values()}
   runs = ml_collections.ConfigDict()
   for role, c in roles.items():
     runs[trained_by[c[0]]] = run_spec(method_config(base, 'classifier', classifier=c),

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qrnet_jax import data, distortions, files, losses, parallel
+from qrnet_jax import data, distortions, losses, parallel
 from qrnet_jax.steps import classifier_logits
 
 # Evaluation noise comes from this seed and each image's index in its split, so every method (at
@@ -157,30 +157,3 @@ def format_table(results, classifiers) -> str:
     rows.append(row)
   widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
   return '\n'.join('  '.join(cell.rjust(w) for cell, w in zip(r, widths)) for r in rows)
-
-
-def plot_results(results, classifiers, path: str):
-  """Accuracy per level without and with QRNet, one panel per distortion type (cf. Figures 4-6)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  types = sorted({level.split('/')[0] for level in results if level != 'clean'})
-  fig, axes = plt.subplots(1, max(len(types), 1), figsize=(5 * max(len(types), 1), 4),
-                           squeeze=False)
-  for ax, distortion_type in zip(axes[0], types):
-    levels = sorted((level for level in results if level.startswith(distortion_type + '/')),
-                    key=lambda level: float(level.split('/')[1]))
-    sigmas = [float(level.split('/')[1]) for level in levels]
-    for c in classifiers:
-      for method, style in zip(_methods(results), ('--', '-')):
-        ax.plot(sigmas, [results[level][f'{method}/{c.name}/accuracy'] for level in levels],
-                style, marker='o', label=f'{c.name} + QRNet' if method == 'qrnet' else c.name)
-    ax.set_title(f'Gaussian {distortion_type}')
-    ax.set_xlabel('sigma (0-255 units)' if distortion_type == 'noise' else 'sigma (pixels)')
-    ax.set_ylabel('test accuracy')
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend()
-  fig.tight_layout()
-  files.write_figure(fig, path)
-  plt.close(fig)

@@ -82,9 +82,19 @@ def check_finite(scalars: dict, where: str):
                              'last good checkpoint in WORKDIR/checkpoints/latest is kept')
 
 
-def to_python(tree):
-  """Metrics pytree (device arrays) as plain Python floats and lists, for JSON."""
-  return jax.tree.map(lambda x: np.asarray(x).tolist(), jax.device_get(tree))
+def json_safe(value):
+  """Plain JSON data: numpy scalars and arrays as Python values, NaN and inf as None."""
+  if isinstance(value, dict):
+    return {str(k): json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple, np.ndarray)):
+    return [json_safe(v) for v in value]
+  if isinstance(value, (bool, np.bool_)):
+    return bool(value)
+  if isinstance(value, (int, np.integer)):
+    return int(value)
+  if isinstance(value, (float, np.floating)):
+    return float(value) if math.isfinite(value) else None
+  return value
 
 
 def write_json(path: str, obj):

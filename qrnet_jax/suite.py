@@ -29,7 +29,8 @@ from typing import Optional, Sequence
 import jax
 import ml_collections
 
-from qrnet_jax import config_validation, files, latency, metrics, report, run_classifiers, train
+from qrnet_jax import (config_validation, files, latency, metrics, report, run_classifiers,
+                       run_names, train)
 from qrnet_jax.config_validation import ConfigError
 from qrnet_jax.models import QRNet, variable_shapes
 
@@ -354,7 +355,7 @@ def _experiment_results(suite_config, workdir, name) -> dict:
         'samples': samples if files.is_file(samples) else None,
         'images': info.get('used_sizes') or info.get('split_sizes'),
         'devices': f'{summary["devices"]} x {summary.get("device_kind", "?")}'}
-  classifier_run = f'classifier_{e.classifier}'
+  classifier_run = run_names.classifier_run(e.classifier)
   return {
       'name': name, 'title': e.title, 'classifier': e.classifier, 'unseen': e.unseen or None,
       'paper': e.paper or None, 'runs': runs,

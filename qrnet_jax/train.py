@@ -10,7 +10,6 @@ against them (by `fit`), the test split evaluated per distortion level, and a su
 import dataclasses
 import io
 import logging
-import math
 import os
 import time
 from typing import Callable, Optional
@@ -27,6 +26,7 @@ from qrnet_jax import files
 from qrnet_jax import metrics as metrics_lib
 from qrnet_jax import parallel, run_classifiers, steps
 from qrnet_jax.ops import conv
+from qrnet_jax.report import figures
 from qrnet_jax.models import QRNet, init_variables  # pylint: disable=unused-import (re-exported)
 
 VALIDATION_SEED_SALT = 7919  # validation distortions: the same every epoch, independent of training
@@ -314,7 +314,8 @@ def _train_and_evaluate(config, workdir, mesh):
     logging.info('test results (best checkpoint, epoch %s):\n%s', record.best_epoch,
                  evaluate.format_table(results, evaluated))
     if jax.process_index() == 0 and evaluated:
-      evaluate.plot_results(results, evaluated, os.path.join(workdir, 'accuracy_by_level.png'))
+      figures.plot_run(os.path.join(workdir, 'accuracy_by_level.png'), results,
+                       [c.name for c in evaluated], os.path.basename(os.path.normpath(workdir)))
     if jax.process_index() == 0 and total_epochs > 0:  # Figures 1 and 8
       _write_npz(os.path.join(workdir, SAMPLES_FILE), evaluate.restored_samples(
           params, dataset.test, spec=spec, qrnet=qrnet))
@@ -322,7 +323,7 @@ def _train_and_evaluate(config, workdir, mesh):
              'final_step': int(state.step) if total_epochs else 0, 'epochs': record.epoch,
              'best_epoch': record.best_epoch, 'best_val_loss': record.best_val_loss,
              'stopped_early': record.stopped_early, 'history': record.history,
-             'test': _json_safe(results), 'data': dataset.info,
+             'test': metrics_lib.json_safe(results), 'data': dataset.info,
              'devices': int(mesh.devices.size),
              'device_kind': f'{jax.devices()[0].platform} {jax.devices()[0].device_kind}'}
   metrics_lib.write_json(os.path.join(workdir, 'summary.json'), summary)
@@ -334,6 +335,3 @@ def _write_npz(path, arrays):
   np.savez_compressed(buffer, **arrays)
   files.write_bytes(path, buffer.getvalue())
 
-
-def _json_safe(tree):
-  return jax.tree.map(lambda v: v if not isinstance(v, float) or math.isfinite(v) else None, tree)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from qrnet_jax import report
+from qrnet_jax.report.tables import TABLE_TITLES
 
 NOISE = [10, 20, 50, 100]  # 100 sorts before 20 as text: levels must sort by number
 BLUR = [0.5, 1, 2, 4]
@@ -104,6 +105,9 @@ def expected_cell(value, row, column):
   return f'{value:.3f}'
 
 
+TABLE_KEYS = {title: key for key, title in TABLE_TITLES.items()}
+
+
 def markdown_tables(text):
   """{(experiment, table key): [cells of each line, header first]} for every table in report.md."""
   tables, experiment, key = {}, None, None
@@ -112,9 +116,9 @@ def markdown_tables(text):
       found = re.search(r'\(`(\w+)`\)$', line)
       experiment = found.group(1) if found else None
     elif line.startswith('### '):
-      number = re.match(r'### Table (\d)', line)
-      key = (f'table{number.group(1)}' if number else
-             'runs' if line == '### Runs' else 'levels' if line.startswith('### Every') else line)
+      key = TABLE_KEYS.get(line[4:], 'runs' if line == '### Runs' else line)
+    elif line.startswith('#### '):  # one per-level table per run
+      key = ('levels', re.fullmatch(r'#### `(\w+)`', line).group(1))
     elif line.startswith('|') and not line.startswith('|---'):
       tables.setdefault((experiment, key), []).append(
           [cell.strip() for cell in line.strip().strip('|').split('|')])
@@ -157,13 +161,14 @@ def check_markdown_matches_json(out_dir, results):
           [run, r['devices']] + [expected_cell(v, run, c) for c, v in zip(
               run_columns, [r['wall_s'], *(r['images'][s] for s in ('train', 'val', 'test'))])]
           for run, r in exp['runs'].items()]
-      header = md[(name, 'levels')][0]
-      metrics = header[2:]
-      assert set(metrics) == {m for r in exp['runs'].values() for v in r['test'].values()
-                              for m in v}
-      expected[(name, 'levels')] = [header] + [
-          [run, level] + [expected_cell(values.get(m), '', m) for m in metrics]
-          for run, r in exp['runs'].items() for level, values in r['test'].items()]
+      for run, r in exp['runs'].items():  # each run's table has that run's own metrics only
+        header = md[(name, ('levels', run))][0]
+        metrics = header[1:]
+        assert header[0] == 'level'
+        assert sorted(metrics) == sorted({m for v in r['test'].values() for m in v})
+        expected[(name, ('levels', run))] = [header] + [
+            [level] + [expected_cell(values.get(m), '', m) for m in metrics]
+            for level, values in r['test'].items()]
   assert md == expected
   return text
 

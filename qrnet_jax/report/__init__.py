@@ -1,0 +1,35 @@
+"""An experiment suite's results laid out as the paper's Tables 2-5 and Figures 1/4-8.
+
+The report is data plus renderers: tables.py builds every table as data from the runs' test results,
+markdown.py and long_csv.py render them, figures.py draws the figures, paper.py holds the paper's
+numbers. write_report(out_dir, experiments, provenance) writes into out_dir:
+  results.json     every run's per-level metrics and every table: the one source of report.md;
+  results.csv      the same numbers in long format, one row per number;
+  report.md        provenance, the tables and a per-level table per run, figures embedded;
+  fig4_<name>.png .. fig8_<name>.png.
+"""
+import json
+import os
+
+from qrnet_jax import files, metrics
+from qrnet_jax.report import figures, long_csv, markdown, tables
+
+
+def write_report(out_dir: str, experiments: list, provenance: dict) -> dict:
+  """Writes results.json, results.csv, report.md and the figures; returns results.json's dict."""
+  files.make_dirs(out_dir)
+  results = {'provenance': metrics.json_safe(provenance), 'experiments': {}}
+  for exp in experiments:
+    runs = {run: tables.run_record(r) for run, r in exp['runs'].items()}
+    tests = {run: r['test'] for run, r in runs.items()}
+    results['experiments'][exp['name']] = {
+        'title': exp['title'], 'classifier': exp['classifier'], 'unseen': exp.get('unseen'),
+        'paper': exp.get('paper'), 'runs': runs, 'latency': metrics.json_safe(exp.get('latency')),
+        'parameters': metrics.json_safe(exp.get('parameters')),
+        'tables': tables.experiment_tables(exp, tests),
+        'figures': figures.write_figures(out_dir, exp, tests)}
+  files.write_text(os.path.join(out_dir, 'results.json'),
+                   json.dumps(results, indent=2, allow_nan=False) + '\n')
+  files.write_text(os.path.join(out_dir, 'results.csv'), long_csv.results_csv(results))
+  files.write_text(os.path.join(out_dir, 'report.md'), markdown.report_markdown(results))
+  return results
