@@ -104,20 +104,36 @@ def run_spec(config, tags, classifiers_from=None):
       classifiers_from=ml_collections.ConfigDict(dict(classifiers_from or {}))))
 
 
-def paper_experiment(base, *, title, classifier, second, unseen, paper='', finetune_epochs=0):
-  """Every run of the paper's experiment on one dataset (Tables 2-6, Figures 4-8).
+RESTORERS = ('recnet_noise', 'recnet_blur', 'recnet', 'qrnet', 'small_qrnet', 'end_to_end',
+             'mqrnet')
 
-  The three classifiers are each trained once on clean images (runs `classifier_NAME`); every
-  other run reads them from there (Table 4's fine-tuned classifiers start from them).
+
+def paper_experiment(base, *, title, classifier, second, unseen, paper='', finetune_epochs=0,
+                     methods=METHODS[1:], seeds=1):
+  """The runs of the paper's experiment on one dataset (Tables 2-6, Figures 4-8): `methods` (all
+  of them by default) and the clean-trained classifiers they read.
+
+  The classifiers are each trained once on clean images (runs `classifier_NAME`); every other run
+  reads them from there (Table 4's fine-tuned classifiers start from them). MQRNet's second
+  classifier is trained only where 'mqrnet' is among `methods`.
   `finetune_epochs` (0: the classifier's own train_epochs) bounds Table 4's fine-tuning.
+  `seeds` > 1 repeats every restorer run with seeds base.seed + 1, ... (runs `METHOD_seed1`, ...;
+  the report gives their spread beside the single-seed intervals).
   """
+  if not isinstance(seeds, int) or seeds < 1:
+    raise ValueError(f'seeds must be an integer >= 1, got {seeds!r}')
+  unknown = sorted(set(methods) - set(METHODS[1:]))
+  if unknown:
+    raise ValueError(f'unknown methods {unknown}; allowed: {", ".join(METHODS[1:])}')
   roles = {'classifier': classifier, 'second': second, 'unseen': unseen}
+  if 'mqrnet' not in methods:
+    del roles['second']
   trained_by = {c[0]: classifier_run(c[0]) for c in roles.values()}
   runs = ml_collections.ConfigDict()
   for role, c in roles.items():
     runs[trained_by[c[0]]] = run_spec(method_config(base, 'classifier', classifier=c),
                                       CLASSIFIER_TAGS[role])
-  for method in METHODS[1:]:
+  for method in (m for m in METHODS[1:] if m in methods):
     config = method_config(base, method, classifier=classifier, second=second, unseen=unseen)
     if method.startswith('finetuned'):  # fine-tunes the clean-trained classifier it reads
       finetuned = config.eval_classifiers[classifier[0]]
@@ -127,7 +143,10 @@ def paper_experiment(base, *, title, classifier, second, unseen, paper='', finet
     reads = {name: trained_by[name] for group in ('classifiers', 'eval_classifiers')
              for name in config[group]}
     runs[method] = run_spec(config, TAGS[method], reads)
+    for k in range(1, seeds if method in RESTORERS else 1):
+      repeated = ml_collections.ConfigDict(config.to_dict())
+      repeated.seed = config.seed + k
+      runs[f'{method}_seed{k}'] = run_spec(repeated, TAGS[method], reads)
   return ml_collections.ConfigDict(dict(
       title=title, classifier=classifier[0], unseen=unseen[0], paper=paper, data_dir='',
       runs=runs))
-

@@ -162,7 +162,7 @@ def _validate_classifiers(config):
 
 
 def _validate_train(config, num_devices, num_processes):
-  for field in ('train.batch_size', 'train.early_stopping_patience',
+  for field in ('train.batch_size', 'train.eval_batch_size', 'train.early_stopping_patience',
                 'train.log_every_steps', 'train.checkpoints_to_keep'):
     _positive_int(config, field)
   _non_negative_int(config, 'train.pretrain_epochs')
@@ -172,18 +172,21 @@ def _validate_train(config, num_devices, num_processes):
   lr = _get(config, 'train.learning_rate')
   _require(_is_finite_number(lr) and lr > 0, 'train.learning_rate',
            f'must be a finite number > 0, got {lr!r}')
-  batch_size = config.train.batch_size
-  _require(batch_size % num_devices == 0, 'train.batch_size',
-           f'{batch_size} does not divide by the {num_devices} devices; use a multiple of '
-           f'{num_devices}')
-  _require(batch_size % num_processes == 0, 'train.batch_size',
-           f'{batch_size} does not divide by the {num_processes} processes')
+  for field in ('train.batch_size', 'train.eval_batch_size'):
+    batch_size = _get(config, field)
+    _require(batch_size % num_devices == 0, field,
+             f'{batch_size} does not divide by the {num_devices} devices; use a multiple of '
+             f'{num_devices}')
+    _require(batch_size % num_processes == 0, field,
+             f'{batch_size} does not divide by the {num_processes} processes')
 
 
 # Fields a resumed run may change: they do not alter the training trajectory.
 RESUMABLE_CHANGES = ('train.max_epochs', 'train.early_stopping_patience', 'train.log_every_steps',
                      'train.checkpoint_every_steps', 'train.checkpoints_to_keep',
-                     'train.evaluate_test', 'data.data_dir', 'data.num_workers', 'data.cache',
+                     'train.evaluate_test', 'train.eval_batch_size', 'data.max_test_examples',
+                     'data.data_dir',
+                     'data.num_workers', 'data.cache',
                      'data.cache_dir', 'data.download')
 # Fields added after runs were first written: a config.json without one held this value.
 ADDED_FIELDS = {'model.conv_impl': 'auto', 'classifiers.*.init_checkpoint': '',

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qrnet_jax import data, distortions, losses, parallel
+from qrnet_jax import outcomes as outcomes_lib
 from qrnet_jax.steps import classifier_logits
 
 # Evaluation noise comes from this seed and each image's index in its split, so every method (at
@@ -36,24 +37,31 @@ def distorted_at_level(clean, keys, case, sigma, *, types, max_blur):
 
 @functools.partial(jax.jit, static_argnames=('types', 'max_blur', 'qrnet', 'classifiers',
                                              'with_qrnet'))
-def _level_sums(params, frozen, batch, key, case, sigma, *, types, max_blur, qrnet, classifiers,
-                with_qrnet):
+def _per_image_by_level(params, frozen, batch, key, cases, sigmas, *, types, max_blur, qrnet,
+                        classifiers, with_qrnet):
+  """Every level's per-image PSNR, SSIM and correct-or-not, each (levels, batch): the batch is
+  restored once per level and every classifier reads that restored batch. Levels run one after
+  another (lax.map), so the program is compiled once for all of them."""
   clean = distortions.unit_range(batch['image'])
-  mask = batch['mask'].astype(jnp.float32)
-  distorted = distorted_at_level(clean, image_keys(key, batch['index']), case, sigma, types=types,
-                                 max_blur=max_blur)
-  cases = [('none', distorted)]
-  if with_qrnet:
-    cases.append(('qrnet', qrnet.apply({'params': params['qrnet']}, distorted, train=False)))
-  sums = {'count': mask.sum()}
-  for name, images in cases:
-    sums[f'{name}/psnr'] = (pix.psnr(clean, images) * mask).sum()
-    sums[f'{name}/ssim'] = (pix.ssim(clean, images) * mask).sum()
-    for c in classifiers:
-      logits, _ = classifier_logits(c, frozen[c.name], params['classifiers'].get(c.name, {}),
-                                    images)
-      sums[f'{name}/{c.name}/accuracy'] = (losses.correct(logits, batch['label']) * mask).sum()
-  return sums
+  keys = image_keys(key, batch['index'])
+
+  def level(case_and_sigma):
+    case, sigma = case_and_sigma
+    distorted = distorted_at_level(clean, keys, case, sigma, types=types, max_blur=max_blur)
+    stages = [('none', distorted)]
+    if with_qrnet:
+      stages.append(('qrnet', qrnet.apply({'params': params['qrnet']}, distorted, train=False)))
+    values = {}
+    for name, images in stages:
+      values[f'{name}/psnr'] = pix.psnr(clean, images)
+      values[f'{name}/ssim'] = pix.ssim(clean, images)
+      for c in classifiers:
+        logits, _ = classifier_logits(c, frozen[c.name], params['classifiers'].get(c.name, {}),
+                                      images)
+        values[f'{name}/{c.name}/accuracy'] = losses.correct(logits, batch['label'])
+    return values
+
+  return jax.lax.map(level, (cases, sigmas))
 
 
 def level_cases(spec):
@@ -93,20 +101,42 @@ def masked_means(sums_fn, source, mesh, batch_size) -> dict:
 
 def evaluate_by_level(params, frozen, source, *, spec, qrnet, classifiers, mesh, batch_size,
                       seed=EVAL_NOISE_SEED, with_qrnet=True):
-  """{'clean': metrics, '<type>/<level>': metrics} with metrics averaged over every image once.
+  """Every test image at every level, once: (means, outcomes).
 
-  with_qrnet=False: the classifiers on the distorted images alone (no 'qrnet/...' metrics).
+  means: {'clean': metrics, '<type>/<level>': metrics}, each metric averaged over every image;
+  outcomes: each image's correct-or-not per level and classifier (qrnet_jax.outcomes), for paired
+  comparisons between methods. with_qrnet=False: the classifiers on the distorted images alone
+  (no 'qrnet/...' metrics).
   """
   static = dict(types=spec.types, max_blur=max_blur_size(spec), qrnet=qrnet,
                 classifiers=tuple(classifiers), with_qrnet=with_qrnet)
-  results = {}
-  for distortion_type, sigma in level_cases(spec):
-    case, level = case_index(spec, distortion_type), jnp.float32(sigma)
-    results[level_name(distortion_type, sigma)] = masked_means(
-        lambda _, batch: _level_sums(params, frozen, batch, jax.random.PRNGKey(seed), case, level,
-                                     **static),
-        source, mesh, batch_size)
-  return results
+  cases = level_cases(spec)
+  case_indices = jnp.stack([case_index(spec, t) for t, _ in cases])
+  sigmas = jnp.asarray([sigma for _, sigma in cases], jnp.float32)
+  key = jax.random.PRNGKey(seed)
+  pending, per_batch, indices = [], [], []
+
+  def fetch(values, mask, index):  # a batch's per-image values, its padding dropped, on the host
+    values, mask, index = parallel.to_host((values, mask, index))
+    keep = mask.astype(bool)
+    per_batch.append({name: v[:, keep] for name, v in values.items()})
+    indices.append(index[keep])
+
+  for batch in data.eval_batches(source, batch_size, jax.process_index(), jax.process_count()):
+    batch = parallel.global_batch(batch, mesh)
+    pending.append((_per_image_by_level(params, frozen, batch, key, case_indices, sigmas,
+                                        **static), batch['mask'], batch['index']))
+    if len(pending) > 2:  # the device runs ahead of the host by two batches at most
+      fetch(*pending.pop(0))
+  for batch_outputs in pending:
+    fetch(*batch_outputs)
+  index = np.concatenate(indices)
+  per_level = {level_name(*case): {name: np.concatenate([v[name][i] for v in per_batch])
+                                   for name in per_batch[0]}
+               for i, case in enumerate(cases)}
+  means = {level: {name: float(np.mean(v, dtype=np.float64)) for name, v in values.items()}
+           for level, values in per_level.items()}
+  return means, outcomes_lib.from_per_image(index, per_level)
 
 
 def restored_samples(params, source, *, spec, qrnet, num_images=4, seed=EVAL_NOISE_SEED):

@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from qrnet_jax.errors import ConfigError
@@ -52,3 +53,11 @@ def replicate(tree, mesh: Mesh):
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x), np.shape(x)),
       jax.device_get(tree))
+
+
+def to_host(tree):
+  """A pytree of global arrays as numpy arrays on every process: the whole arrays, also where
+  each process holds only its own shards (several hosts)."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree)

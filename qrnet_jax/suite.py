@@ -30,12 +30,13 @@ import jax
 import ml_collections
 
 from qrnet_jax import (config_validation, files, latency, metrics, report, run_classifiers,
-                       run_names, train)
+                       run_names, timing, train)
+from qrnet_jax import outcomes as outcomes_lib
 from qrnet_jax.config_validation import ConfigError
 from qrnet_jax.models import QRNet, variable_shapes
 
 RUN_LOG = 'run.log'
-RUN_TIME = 'wall_time.json'  # seconds spent in each finished or failed attempt of a run
+RUN_TIME = 'wall_time.json'  # each finished or failed attempt of a run: its seconds and their parts
 SUMMARY = 'summary.json'
 LATENCY = 'latency.json'
 
@@ -180,10 +181,11 @@ def check_runs(runs: list, num_devices: int):
 
 
 def execute(run: Run, devices=None) -> dict:
-  """train_and_evaluate in the run's workdir, logging to its run.log; its wall time recorded."""
+  """train_and_evaluate in the run's workdir, logging to its run.log; its wall time and where it
+  went (timing.py) recorded in WALL_TIME, one entry per attempt."""
   files.make_dirs(run.workdir)
   log_path = os.path.join(run.workdir, RUN_LOG)
-  with _logging_to(log_path):
+  with _logging_to(log_path), timing.stopwatch() as watch:
     start = time.perf_counter()
     try:
       return train.train_and_evaluate(run.config, run.workdir, devices)
@@ -192,7 +194,7 @@ def execute(run: Run, devices=None) -> dict:
       raise SuiteRunError(f'run {run.id} failed ({type(e).__name__}: {e}); its log: '
                           f'{log_path}') from e
     finally:
-      _add_wall_time(run.workdir, time.perf_counter() - start)
+      _add_attempt(run.workdir, watch.record(time.perf_counter() - start))
 
 
 @contextlib.contextmanager
@@ -219,16 +221,31 @@ def _logging_to(log_path):
       os.remove(local)
 
 
+def expected_cost(run: Run) -> float:
+  """A rough measure of a run's work, to start the longest runs first: training images through
+  the restorer (Algorithm 1 doubles a batch) and its classifiers, plus the classifiers it trains
+  (at most their train_epochs each)."""
+  c = run.config
+  images = c.data.max_train_examples or 50_000
+  restorer = (c.train.pretrain_epochs + 2 * c.train.max_epochs) * (2 + len(c.classifiers))
+  trained = sum(x.train_epochs * (2 if x.train_distorted else 1)
+                for group in ('classifiers', 'eval_classifiers') for x in c[group].values()
+                if not x.checkpoint)
+  return float(images * (restorer + trained))
+
+
 def execute_all(runs: list, concurrent: int, devices=None):
-  """Executes `runs` (in dependency order), each as soon as the runs it reads have finished: here,
-  one at a time, or up to `concurrent` at a time in worker processes (one per run). After a
-  failure no run starts; those running finish, then the first failure is raised."""
+  """Executes `runs` (in dependency order), each as soon as the runs it reads have finished, the
+  longest first (expected_cost): here, one at a time, or up to `concurrent` at a time in worker
+  processes (one per run). After a failure no run starts; those running finish, then the first
+  failure is raised."""
   pending = {r.id for r in runs}  # not finished yet
   waiting, running, failure = list(runs), {}, None
   with _executor(concurrent) as pool:
     while waiting or running:
-      ready = [r for r in waiting
-               if not any(f'{r.experiment}/{need}' in pending for need in r.needs)]
+      ready = sorted((r for r in waiting
+                      if not any(f'{r.experiment}/{need}' in pending for need in r.needs)),
+                     key=expected_cost, reverse=True)  # the longest first: a shorter tail
       for run in ready[:concurrent - len(running)] if failure is None else []:
         waiting.remove(run)
         logging.info('[%d/%d] %s: running (log: %s)', len(runs) - len(waiting), len(runs),
@@ -298,10 +315,24 @@ def concurrent_runs(suite_config) -> int:
   return value
 
 
-def _add_wall_time(workdir, seconds):
+def _add_attempt(workdir, attempt: dict):
   path = os.path.join(workdir, RUN_TIME)
-  attempts = files.read_json(path) or []
-  metrics.write_json(path, attempts + [round(seconds, 3)])
+  metrics.write_json(path, (files.read_json(path) or []) + [attempt])
+
+
+def run_time(workdir) -> dict:
+  """A run's wall time and its parts, summed over its attempts (RUN_TIME); an attempt written
+  before parts were measured counts as 'other'."""
+  total = {'wall_s': 0., 'parts': dict.fromkeys(timing.PARTS, 0.), 'counts': {}}
+  for attempt in files.read_json(os.path.join(workdir, RUN_TIME)) or []:
+    if not isinstance(attempt, dict):
+      attempt = {'wall_s': attempt, 'parts': {'other': attempt}}
+    total['wall_s'] += attempt['wall_s']
+    for part, seconds in attempt.get('parts', {}).items():
+      total['parts'][part] += seconds
+    for name, n in attempt.get('counts', {}).items():
+      total['counts'][name] = total['counts'].get(name, 0) + n
+  return total
 
 
 def run_suite(suite_config, workdir: str, only: Sequence[str] = (), reevaluate: bool = False,
@@ -350,9 +381,11 @@ def _experiment_results(suite_config, workdir, name) -> dict:
     image_size = spec.config.data.image_size
     samples = os.path.join(run_dir, train.SAMPLES_FILE)
     info = summary['data']
+    outcomes = os.path.join(run_dir, outcomes_lib.OUTCOMES_FILE)
     runs[run_name] = {
-        'test': summary['test'], 'wall_s': sum(files.read_json(os.path.join(run_dir, RUN_TIME)) or []),
+        'test': summary['test'], **run_time(run_dir),
         'samples': samples if files.is_file(samples) else None,
+        'outcomes': outcomes if files.is_file(outcomes) else None,
         'images': info.get('used_sizes') or info.get('split_sizes'),
         'devices': f'{summary["devices"]} x {summary.get("device_kind", "?")}'}
   classifier_run = run_names.classifier_run(e.classifier)

@@ -24,7 +24,8 @@ import tqdm
 from qrnet_jax import checkpointing, config_validation, data, distortions, evaluate
 from qrnet_jax import files
 from qrnet_jax import metrics as metrics_lib
-from qrnet_jax import parallel, run_classifiers, steps
+from qrnet_jax import outcomes as outcomes_lib
+from qrnet_jax import parallel, run_classifiers, steps, timing
 from qrnet_jax.ops import conv
 from qrnet_jax.report import figures
 from qrnet_jax.models import QRNet, init_variables  # pylint: disable=unused-import (re-exported)
@@ -107,10 +108,11 @@ def fit(state, phases, frozen, dataset, mesh, workdir, settings: LoopSettings, d
 
   Returns (final state, best state by validation loss, LoopRecord).
   """
-  checkpoints = checkpointing.Checkpoints(workdir, keep=settings.checkpoints_to_keep)
-  abstract = checkpointing.abstract_like(state)
+  with timing.part('checkpoints'):
+    checkpoints = checkpointing.Checkpoints(workdir, keep=settings.checkpoints_to_keep)
+    abstract = checkpointing.abstract_like(state)
+    restored = checkpoints.restore_latest(abstract)
   record = LoopRecord()
-  restored = checkpoints.restore_latest(abstract)
   if restored is not None:
     state, record = restored[0], LoopRecord(**restored[1])
     logging.info('resumed %s at step %d, epoch %d', workdir, int(state.step), record.epoch)
@@ -126,28 +128,34 @@ def fit(state, phases, frozen, dataset, mesh, workdir, settings: LoopSettings, d
       epoch, phase = record.epoch, phase_of_epoch[record.epoch]
 
       def save_mid_epoch(state, partial, record=record):  # a killed run resumes here, mid-epoch
-        checkpoints.save(int(state.step), state,
-                         dataclasses.asdict(dataclasses.replace(record, epoch_partial=partial)))
+        with timing.part('checkpoints'):
+          checkpoints.save(int(state.step), state,
+                           dataclasses.asdict(dataclasses.replace(record, epoch_partial=partial)))
 
-      state, train_metrics = _run_epoch(
-          state, phase, batches, frozen, mesh, range(int(state.step) - epoch * per_epoch,
-                                                     per_epoch),
-          record.epoch_partial, writer, settings, save_mid_epoch,
-          desc=f'{desc}{phase.name} epoch {epoch + 1}/{len(phase_of_epoch)}')
-      val = validation_terms(phase.eval_step, state.params,
-                             with_batch_stats(frozen, state.batch_stats), dataset.val, mesh,
-                             settings.batch_size, settings.seed)
+      with timing.part('train'):
+        state, train_metrics = _run_epoch(
+            state, phase, batches, frozen, mesh, range(int(state.step) - epoch * per_epoch,
+                                                       per_epoch),
+            record.epoch_partial, writer, settings, save_mid_epoch,
+            desc=f'{desc}{phase.name} epoch {epoch + 1}/{len(phase_of_epoch)}')
+      with timing.part('validation'):
+        val = validation_terms(phase.eval_step, state.params,
+                               with_batch_stats(frozen, state.batch_stats), dataset.val, mesh,
+                               settings.batch_size, settings.seed)
       metrics_lib.check_finite(val, f'validation after epoch {epoch + 1}')
       step = int(state.step)
       writer.write_scalars(step, {f'val/{k}': v for k, v in val.items()})
       improved = _end_epoch(record, phase, val, train_metrics, step, settings)
-      checkpoints.save(step, state, dataclasses.asdict(record),
-                       val_loss=val['loss'] if improved else None)
-    checkpoints.latest.wait_until_finished()
-    checkpoints.best.wait_until_finished()
-    best = checkpoints.restore_best(abstract)
+      with timing.part('checkpoints'):
+        checkpoints.save(step, state, dataclasses.asdict(record),
+                         val_loss=val['loss'] if improved else None)
+    with timing.part('checkpoints'):
+      checkpoints.latest.wait_until_finished()
+      checkpoints.best.wait_until_finished()
+      best = checkpoints.restore_best(abstract)
   finally:
-    checkpoints.close()
+    with timing.part('checkpoints'):
+      checkpoints.close()
     writer.close()
   return state, (best[0] if best is not None else state), record
 
@@ -208,6 +216,7 @@ def _run_epoch(state, phase, batches, frozen, mesh, step_indices, partial, write
   bar.close()
   means = {k: float(v) / num_steps for k, v in jax.device_get(totals).items()}
   metrics_lib.check_finite(means, desc)
+  timing.count('train_images', (num_steps - start_index) * phase.images_per_step)
   means['images_per_second'] = ((num_steps - start_index) * phase.images_per_step
                                 / (time.perf_counter() - start))
   logging.info('%s: %s', desc, ', '.join(f'{k}={v:.4g}' for k, v in sorted(means.items())))
@@ -274,51 +283,58 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
 
 
 def _train_and_evaluate(config, workdir, mesh):
-  config_validation.check_config_unchanged(config, workdir)
-  files.make_dirs(workdir)
-  _save_config(config, workdir)
-  batch_size = config.train.batch_size
-  weight_files = run_classifiers.imagenet_weight_files(config, workdir)
-  dataset = data.load_dataset_once(config)
-  config_validation.check_batch_fits(config, len(dataset.train))
-  train_classifier = _classifier_trainer(config, dataset, mesh, workdir)
-  classifiers, frozen, classifier_trainable = run_classifiers.prepare_classifiers(
-      config, 'classifiers', dataset, workdir, weight_files, train_classifier)
-  # Classifiers used only to evaluate (e.g. MQRNet's unseen ResNet, Figure 6): always frozen.
-  eval_only, eval_frozen, _ = run_classifiers.prepare_classifiers(
-      config, 'eval_classifiers', dataset, workdir, weight_files, train_classifier)
-  frozen = parallel.replicate({**frozen, **eval_frozen}, mesh)
-  evaluated = classifiers + eval_only
-
-  spec = distortion_spec(config)
-  total_epochs = config.train.pretrain_epochs + config.train.max_epochs
-  qrnet = QRNet(small=config.model.small, dropout_rate=config.model.dropout_rate,
-                dtype=jnp.dtype(config.model.dtype))
+  with timing.part('setup'):  # (a classifier trained here is charged to train, validation, ...)
+    config_validation.check_config_unchanged(config, workdir)
+    files.make_dirs(workdir)
+    _save_config(config, workdir)
+    weight_files = run_classifiers.imagenet_weight_files(config, workdir)
+    dataset = data.load_dataset_once(config)
+    config_validation.check_batch_fits(config, len(dataset.train))
+    train_classifier = _classifier_trainer(config, dataset, mesh, workdir)
+    classifiers, frozen, classifier_trainable = run_classifiers.prepare_classifiers(
+        config, 'classifiers', dataset, workdir, weight_files, train_classifier)
+    # Classifiers used only to evaluate (e.g. MQRNet's unseen ResNet, Figure 6): always frozen.
+    eval_only, eval_frozen, _ = run_classifiers.prepare_classifiers(
+        config, 'eval_classifiers', dataset, workdir, weight_files, train_classifier)
+    frozen = parallel.replicate({**frozen, **eval_frozen}, mesh)
+    evaluated = classifiers + eval_only
+    spec = distortion_spec(config)
+    total_epochs = config.train.pretrain_epochs + config.train.max_epochs
+    qrnet = QRNet(small=config.model.small, dropout_rate=config.model.dropout_rate,
+                  dtype=jnp.dtype(config.model.dtype))
   record, params = LoopRecord(), {'classifiers': {}}
   if total_epochs:  # else the classifiers alone face the distortions (Table 4's baselines)
-    tx = optax.adam(config.train.learning_rate)
-    state = parallel.replicate(steps.create_train_state(
-        init_variables(qrnet, config.seed, config.data.image_size)['params'],
-        classifier_trainable, tx, config.seed), mesh)
-    phases = phases_for(mesh, qrnet=qrnet, classifiers=classifiers, tx=tx, spec=spec,
-                        batch_size=batch_size, pretrain_epochs=config.train.pretrain_epochs,
-                        epochs=config.train.max_epochs)
+    with timing.part('setup'):
+      tx = optax.adam(config.train.learning_rate)
+      state = parallel.replicate(steps.create_train_state(
+          init_variables(qrnet, config.seed, config.data.image_size)['params'],
+          classifier_trainable, tx, config.seed), mesh)
+      phases = phases_for(mesh, qrnet=qrnet, classifiers=classifiers, tx=tx, spec=spec,
+                          batch_size=config.train.batch_size,
+                          pretrain_epochs=config.train.pretrain_epochs,
+                          epochs=config.train.max_epochs)
     state, best, record = fit(state, phases, frozen, dataset, mesh, workdir,
                               LoopSettings.from_config(config))
     params = best.params
   results = {}
   if config.train.evaluate_test:
-    results = evaluate.evaluate_by_level(
-        params, frozen, dataset.test, spec=spec, qrnet=qrnet, classifiers=evaluated, mesh=mesh,
-        batch_size=batch_size, with_qrnet=total_epochs > 0)
+    with timing.part('test'):
+      results, outcomes = evaluate.evaluate_by_level(
+          params, frozen, dataset.test, spec=spec, qrnet=qrnet, classifiers=evaluated, mesh=mesh,
+          batch_size=config.train.eval_batch_size, with_qrnet=total_epochs > 0)
+      timing.count('test_images', len(dataset.test) * len(results))
+      samples = (evaluate.restored_samples(params, dataset.test, spec=spec, qrnet=qrnet)
+                 if jax.process_index() == 0 and total_epochs > 0 else None)  # Figures 1 and 8
     logging.info('test results (best checkpoint, epoch %s):\n%s', record.best_epoch,
                  evaluate.format_table(results, evaluated))
-    if jax.process_index() == 0 and evaluated:
-      figures.plot_run(os.path.join(workdir, 'accuracy_by_level.png'), results,
-                       [c.name for c in evaluated], os.path.basename(os.path.normpath(workdir)))
-    if jax.process_index() == 0 and total_epochs > 0:  # Figures 1 and 8
-      _write_npz(os.path.join(workdir, SAMPLES_FILE), evaluate.restored_samples(
-          params, dataset.test, spec=spec, qrnet=qrnet))
+    with timing.part('write'):
+      if jax.process_index() == 0:  # each test image's outcome, for paired comparisons
+        outcomes_lib.write(os.path.join(workdir, outcomes_lib.OUTCOMES_FILE), outcomes)
+      if jax.process_index() == 0 and evaluated:
+        figures.plot_run(os.path.join(workdir, 'accuracy_by_level.png'), results,
+                         [c.name for c in evaluated], os.path.basename(os.path.normpath(workdir)))
+      if samples is not None:
+        _write_npz(os.path.join(workdir, SAMPLES_FILE), samples)
   summary = {'workdir': files.absolute(workdir),
              'final_step': int(state.step) if total_epochs else 0, 'epochs': record.epoch,
              'best_epoch': record.best_epoch, 'best_val_loss': record.best_val_loss,
@@ -326,7 +342,8 @@ def _train_and_evaluate(config, workdir, mesh):
              'test': metrics_lib.json_safe(results), 'data': dataset.info,
              'devices': int(mesh.devices.size),
              'device_kind': f'{jax.devices()[0].platform} {jax.devices()[0].device_kind}'}
-  metrics_lib.write_json(os.path.join(workdir, 'summary.json'), summary)
+  with timing.part('write'):
+    metrics_lib.write_json(os.path.join(workdir, 'summary.json'), summary)
   return summary
 
 

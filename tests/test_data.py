@@ -124,6 +124,25 @@ def test_synthetic_dataset_keeps_its_interface():
   assert batch['image'].shape == (3, 16, 16, 3) and batch['label'].dtype == np.int32
 
 
+def test_subsets_of_each_split_are_fixed_and_the_test_size_is_its_own():
+  config = ml_collections.ConfigDict(dict(name='synthetic', image_size=16, data_dir='',
+                                          num_examples=400, num_classes=4, max_train_examples=50,
+                                          max_eval_examples=10, max_test_examples=None))
+  follows = data.load_dataset(config, seed=0)
+  assert (len(follows.train), len(follows.val), len(follows.test)) == (50, 10, 10)
+  config.max_test_examples = 30
+  own = data.load_dataset(config, seed=0)
+  assert (len(own.train), len(own.val), len(own.test)) == (50, 10, 30)
+  assert own.info['used_sizes'] == {'train': 50, 'val': 10, 'test': 30}
+  # The training and validation subsets do not depend on the test split's size.
+  for split in ('train', 'val'):
+    np.testing.assert_array_equal(getattr(own, split).batch(np.arange(10))['image'],
+                                  getattr(follows, split).batch(np.arange(10))['image'])
+  config.max_test_examples = -1
+  with pytest.raises(ConfigError, match=r'config.data.max_test_examples: -1'):
+    data.load_dataset(config, seed=0)
+
+
 def write_idx(path, array):
   array = np.asarray(array, np.uint8)
   header = struct.pack('>BBBB', 0, 0, 0x08, array.ndim) + struct.pack(f'>{array.ndim}I',

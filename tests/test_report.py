@@ -8,7 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from qrnet_jax import report
+from qrnet_jax import report, timing
+from qrnet_jax import outcomes as outcomes_lib
 from qrnet_jax.report.tables import TABLE_TITLES
 
 NOISE = [10, 20, 50, 100]  # 100 sorts before 20 as text: levels must sort by number
@@ -20,20 +21,25 @@ ALL_RUNS = ['classifier_small_vgg', 'classifier_small_resnet', 'recnet_noise', '
             'end_to_end', 'mqrnet']
 
 
+IMAGES = 200  # test images of the fabricated runs
+
+
 def fake_test(rng, types, classifiers, restored):
-  """An evaluation dict as evaluate_by_level writes it, with random numbers."""
+  """An evaluation as evaluate_by_level returns it: (means, per-image outcomes), random; each
+  accuracy is the mean of its outcomes."""
   levels = ['clean'] + [f'{t}/{s:g}' for t in types for s in (NOISE if t == 'noise' else BLUR)]
   stages = ['none', 'qrnet'] if restored else ['none']
-  test = {}
+  test, per_level = {}, {}
   for level in levels:
-    metrics = {}
+    metrics, correct = {}, {}
     for stage in stages:
       metrics[f'{stage}/psnr'] = None if level == 'clean' else float(rng.uniform(10, 30))
       metrics[f'{stage}/ssim'] = float(rng.uniform(0.2, 1))
       for c in classifiers:
-        metrics[f'{stage}/{c}/accuracy'] = float(rng.uniform(0, 1))
-    test[level] = metrics
-  return test
+        correct[f'{stage}/{c}/accuracy'] = rng.random(IMAGES) < rng.uniform(0.1, 0.9)
+        metrics[f'{stage}/{c}/accuracy'] = float(correct[f'{stage}/{c}/accuracy'].mean())
+    test[level], per_level[level] = metrics, correct
+  return test, outcomes_lib.from_per_image(rng.permutation(IMAGES), per_level)
 
 
 def fake_samples(path, rng, levels):
@@ -44,7 +50,7 @@ def fake_samples(path, rng, levels):
   return str(path)
 
 
-def fake_runs(rng, names, samples=None):
+def fake_runs(rng, names, samples=None, out_dir=None):
   both, samples = ('noise', 'blur'), samples or {}
   specs = {  # run: (distortion types evaluated, classifiers evaluated, restored)
       'classifier_small_vgg': (both, [C], False), 'classifier_small_resnet': (both, [U], False),
@@ -53,10 +59,20 @@ def fake_runs(rng, names, samples=None):
       'small_qrnet': (both, [C], True), 'finetuned_noise': (('noise',), [C], False),
       'finetuned_blur': (('blur',), [C], False), 'finetuned': (both, [C], False),
       'end_to_end': (both, [C], True), 'mqrnet': (both, [C, U], True)}
-  return {name: {'test': fake_test(rng, *specs[name]), 'wall_s': float(rng.uniform(1, 5000)),
-                 'samples': samples.get(name),
-                 'images': {'train': 50000, 'val': 10000, 'test': 10000}, 'devices': 'cpu x2'}
-          for name in names}
+  runs = {}
+  for name in names:
+    test, outcomes = fake_test(rng, *specs[name])
+    path = None
+    if out_dir is not None:
+      path = os.path.join(out_dir, f'{name}.outcomes.npz')
+      outcomes_lib.write(path, outcomes)
+    parts = dict(zip(timing.PARTS, rng.uniform(0, 500, len(timing.PARTS)).round(3)))
+    runs[name] = {'test': test, 'outcomes': path, 'wall_s': sum(parts.values()), 'parts': parts,
+                  'counts': {'train_images': 6400, 'test_images': IMAGES * len(test),
+                             'cache_hits': 2, 'cache_misses': 5},
+                  'samples': samples.get(name),
+                  'images': {'train': 50000, 'val': 10000, 'test': 10000}, 'devices': 'cpu x2'}
+  return runs
 
 
 def fake_suite(tmp_path):
@@ -66,9 +82,10 @@ def fake_suite(tmp_path):
   qrnet_samples = fake_samples(tmp_path / 'qrnet.npz', rng, levels)
   recnet_samples = fake_samples(tmp_path / 'recnet.npz', rng, levels)
   missing = {'recnet_blur', 'small_qrnet', 'end_to_end', 'mqrnet'}
-  partial = fake_runs(rng, [r for r in ALL_RUNS if r not in missing], {'qrnet': qrnet_samples})
+  partial = fake_runs(rng, [r for r in ALL_RUNS if r not in missing], {'qrnet': qrnet_samples},
+                      tmp_path)
   partial['qrnet']['test']['noise/100']['qrnet/ssim'] = float('nan')
-  full = fake_runs(rng, ALL_RUNS, {'qrnet': qrnet_samples, 'recnet': recnet_samples})
+  full = fake_runs(rng, ALL_RUNS, {'qrnet': qrnet_samples, 'recnet': recnet_samples}, tmp_path)
   experiments = [
       {'name': 'fashion_mnist', 'title': 'Fashion-MNIST, 32 px', 'classifier': C, 'unseen': U,
        'paper': None, 'runs': partial, 'latency': None,
@@ -92,14 +109,21 @@ def read_bytes(out_dir, name) -> bytes:
   return pathlib.Path(out_dir, name).read_bytes()
 
 
-def expected_cell(value, row, column):
+def expected_cell(value, row, column, interval=None):
   """The documented print format, written out independently of report.py."""
   if value is None:
     return '—'
+  if isinstance(value, str):
+    return value
+  if interval is not None:
+    low, high = (expected_cell(x, row, column) for x in interval)
+    return f'{expected_cell(value, row, column)} ({low}–{high})'
   if column == 'parameters' or column.endswith(' images'):
     return f'{int(value):,}'
-  if column == 'wall s':
+  if column.endswith(' s'):
     return f'{value:.1f}'
+  if column.endswith('img/s'):
+    return f'{value:.0f}'
   if column.startswith('ms/') or 'psnr' in f'{row} {column}'.lower():
     return f'{value:.2f}'
   return f'{value:.3f}'
@@ -110,11 +134,14 @@ TABLE_KEYS = {title: key for key, title in TABLE_TITLES.items()}
 
 def markdown_tables(text):
   """{(experiment, table key): [cells of each line, header first]} for every table in report.md."""
-  tables, experiment, key = {}, None, None
+  tables, experiment, key, in_findings = {}, None, None, False
   for line in text.splitlines():
     if line.startswith('## '):
       found = re.search(r'\(`(\w+)`\)$', line)
       experiment = found.group(1) if found else None
+      in_findings = line == '## Findings'
+    elif line.startswith('### ') and in_findings:
+      experiment, key = re.search(r'\(`(\w+)`\)$', line).group(1), 'findings'
     elif line.startswith('### '):
       key = TABLE_KEYS.get(line[4:], 'runs' if line == '### Runs' else line)
     elif line.startswith('#### '):  # one per-level table per run
@@ -151,15 +178,31 @@ def check_markdown_matches_json(out_dir, results):
   md = markdown_tables(text)
   expected = {}
   for name, exp in results['experiments'].items():
+    paper = any(f['paper_difference'] is not None for f in exp['findings'])
+    sign = lambda x: '—' if x is None else f'{x:+.3f}'
+    if exp['findings']:
+      expected[(name, 'findings')] = [
+          ['claim', 'A − B', '95 % interval', 'images', 'verdict'] + ['paper A − B'] * paper] + [
+              [f['claim'], sign(f['difference']), f"{sign(f['low'])} to {sign(f['high'])}",
+               f"{f['images']:,}", f['verdict']] + [sign(f['paper_difference'])] * paper
+              for f in exp['findings']]
     for key, table in exp['tables'].items():
       expected[(name, key)] = [['method'] + table['columns']] + [
-          [row['method']] + [expected_cell(row['values'][c], row['method'], c)
+          [row['method']] + [expected_cell(row['values'][c], row['method'], c,
+                                           row['intervals'].get(c))
                              for c in table['columns']] for row in table['rows']]
     if exp['runs']:
-      run_columns = ['wall s', 'train images', 'val images', 'test images']
+      parts = [f'{p} s' for p in timing.PARTS]
+      run_columns = (['wall s'] + parts + ['train img/s', 'test img/s', 'jit cache hits']
+                     + ['train images', 'val images', 'test images'])
       expected[(name, 'runs')] = [['run', 'devices'] + run_columns] + [
           [run, r['devices']] + [expected_cell(v, run, c) for c, v in zip(
-              run_columns, [r['wall_s'], *(r['images'][s] for s in ('train', 'val', 'test'))])]
+              run_columns, [r['wall_s'], *r['parts'].values(),
+                            r['counts']['train_images'] / r['parts']['train'],
+                            r['counts']['test_images'] / r['parts']['test'],
+                            f"{r['counts']['cache_hits']}/"
+                            f"{r['counts']['cache_hits'] + r['counts']['cache_misses']}",
+                            *(r['images'][s] for s in ('train', 'val', 'test'))])]
           for run, r in exp['runs'].items()]
       for run, r in exp['runs'].items():  # each run's table has that run's own metrics only
         header = md[(name, ('levels', run))][0]
@@ -167,7 +210,8 @@ def check_markdown_matches_json(out_dir, results):
         assert header[0] == 'level'
         assert sorted(metrics) == sorted({m for v in r['test'].values() for m in v})
         expected[(name, ('levels', run))] = [header] + [
-            [level] + [expected_cell(values.get(m), '', m) for m in metrics]
+            [level] + [expected_cell(values.get(m), '', m, r['intervals'][level].get(m))
+                       for m in metrics]
             for level, values in r['test'].items()]
   assert md == expected
   return text
@@ -256,17 +300,28 @@ def test_report_files_cells_and_averages(suite, tmp_path):
   assert len(from_csv) == len(rows)
   wanted = {}
   for name, exp in results['experiments'].items():
+    for f in exp['findings']:
+      for column in ('difference', 'low', 'high', 'images', 'paper_difference'):
+        wanted[(name, 'findings', f['claim'], column)] = f[column]
     for run, r in exp['runs'].items():
       wanted[(name, 'runs', run, 'wall s', 'seconds')] = r['wall_s']
+      for part, seconds in r['parts'].items():
+        wanted[(name, 'runs', run, f'{part} s', 'seconds')] = seconds
+      for counter, count in r['counts'].items():
+        wanted[(name, 'runs', run, counter, 'count')] = count
       for split, count in r['images'].items():
         wanted[(name, 'runs', run, f'{split} images', 'count')] = count
       for level, metrics in r['test'].items():
         for metric, value in metrics.items():
           wanted[(name, 'levels', run, level, metric)] = value
+          for bound, x in zip(('low', 'high'), r['intervals'][level].get(metric, ())):
+            wanted[(name, 'levels', run, level, f'{metric} {bound}')] = x
     for table_name, table in exp['tables'].items():
       for row in table['rows']:
         for column, value in row['values'].items():
           wanted[(name, table_name, row['method'], column)] = value
+          for bound, x in zip(('low', 'high'), row['intervals'].get(column, ())):
+            wanted[(name, table_name, row['method'], f'{column} {bound}')] = x
   wanted = {k: v for k, v in wanted.items() if v is not None}
   assert {k[:4] if k[1] not in ('runs', 'levels') else k for k in from_csv} == set(wanted)
   for key, value in from_csv.items():
@@ -297,3 +352,122 @@ def test_report_with_few_runs(runs, tables, figures, tmp_path):
   assert all(len(table['rows']) == 1 for table in written['tables'].values())
   pngs = sorted(n for n in os.listdir(tmp_path) if n.endswith('.png'))
   assert pngs == sorted(written['figures']) == [f'fig{n}_tiny.png' for n in figures]
+
+
+def per_image(path, metric, levels):
+  """Independently of report: each image's mean outcome over `levels`, images in index order."""
+  with np.load(path) as f:
+    order = np.argsort(f['index'])
+    level_names, metric_names = list(f['levels']), list(f['metrics'])
+    rows = [f['correct'][level_names.index(level), metric_names.index(metric)][order]
+            for level in levels]
+  return np.mean(rows, axis=0)
+
+
+def scipy_percentile_interval(values):
+  from scipy import stats as scipy_stats  # pylint: disable=g-import-not-at-top
+  found = scipy_stats.bootstrap((values,), np.mean, n_resamples=10_000, method='percentile',
+                                random_state=0).confidence_interval
+  return found.low, found.high
+
+
+def test_findings_and_intervals_against_scipy(suite, tmp_path):
+  """Each claim is A - B on the same images, with scipy's bootstrap interval; cells' intervals are
+  Wilson's (one level) and the bootstrap's (several), as scipy computes them."""
+  experiments, provenance = suite
+  results = report.write_report(str(tmp_path / 'report'), experiments, provenance)
+  exp = results['experiments']['caltech101']
+  runs = experiments[1]['runs']
+  noise = [f'noise/{s:g}' for s in NOISE]
+  blur = [f'blur/{s:g}' for s in BLUR]
+  path = lambda run: runs[run]['outcomes']
+  findings = {f['claim']: f for f in exp['findings']}
+  cases = {  # claim: (A's [(run, metric, levels)], B's, margin)
+      f'QRNet + {C} beats {C} alone (noise)': (
+          [('qrnet', f'qrnet/{C}/accuracy', noise)],
+          [(f'classifier_{C}', f'none/{C}/accuracy', noise)], 0.),
+      f'QRNet + {C} beats {C} alone (blur, 3 strongest levels)': (
+          [('qrnet', f'qrnet/{C}/accuracy', blur[-3:])],
+          [(f'classifier_{C}', f'none/{C}/accuracy', blur[-3:])], 0.),
+      f'QRNet costs {C} at most 1 point on clean images': (
+          [('qrnet', f'qrnet/{C}/accuracy', ['clean'])],
+          [(f'classifier_{C}', f'none/{C}/accuracy', ['clean'])], 0.01),
+      'QRNet beats RecNet (single) (blur)': (
+          [('qrnet', f'qrnet/{C}/accuracy', blur)], [('recnet_blur', f'qrnet/{C}/accuracy', blur)],
+          0.),
+      f'QRNet + {C} (end-to-end) beats Fine-tuned {C} (single) (average)': (
+          [('end_to_end', f'qrnet/{C}/accuracy', noise + blur)],
+          [('finetuned_noise', f'none/{C}/accuracy', noise),
+           ('finetuned_blur', f'none/{C}/accuracy', blur)], 0.),
+      f'MQRNet + {U} beats QRNet + {U} (noise)': (
+          [('mqrnet', f'qrnet/{U}/accuracy', noise)], [('qrnet', f'qrnet/{U}/accuracy', noise)],
+          0.),
+  }
+  assert len(exp['findings']) == 20  # every claim (Table 2: 9, 3: 1, 4: 4, Figure 6: 6)
+  for claim, (a, b, margin) in cases.items():
+    side = lambda parts: (sum(per_image(path(r), m, lv) * len(lv) for r, m, lv in parts)
+                          / sum(len(lv) for _, _, lv in parts))
+    differences = side(a) - side(b)
+    f = findings[claim]
+    assert f['images'] == IMAGES and f['margin'] == margin
+    assert f['difference'] == pytest.approx(differences.mean(), abs=1e-12)
+    low, high = scipy_percentile_interval(differences)
+    assert (f['low'], f['high']) == pytest.approx((low, high), abs=0.006)
+    assert f['verdict'] == ('holds' if f['low'] > -margin else
+                            'reversed' if f['high'] < -margin else 'not resolved')
+  assert findings[f'QRNet + {C} beats {C} alone (noise)']['paper_difference'] == pytest.approx(
+      0.832 - 0.642)
+  assert findings[f'QRNet + {C} beats {C} alone (noise, 3 strongest levels)'][
+      'paper_difference'] is None
+
+  # Cells: a table's average over levels (bootstrap) and a per-level accuracy (Wilson).
+  from scipy import stats as scipy_stats  # pylint: disable=g-import-not-at-top
+  row = table_rows(results, 'caltech101', 'table2')
+  [qrnet_row] = [r for r in exp['tables']['table2']['rows'] if r['method'] == f'QRNet + {C}']
+  values = per_image(path('qrnet'), f'qrnet/{C}/accuracy', noise)
+  assert row[f'QRNet + {C}']['noise'] == pytest.approx(values.mean(), abs=1e-12)
+  assert qrnet_row['intervals']['noise'] == pytest.approx(scipy_percentile_interval(values),
+                                                          abs=0.006)
+  correct = per_image(path('qrnet'), f'qrnet/{C}/accuracy', ['noise/100'])
+  wilson = scipy_stats.binomtest(int(correct.sum()), IMAGES).proportion_ci(method='wilson')
+  assert exp['runs']['qrnet']['intervals']['noise/100'][f'qrnet/{C}/accuracy'] == pytest.approx(
+      [wilson.low, wilson.high], abs=1e-12)
+  clean = per_image(path('qrnet'), f'qrnet/{C}/accuracy', ['clean'])
+  wilson = scipy_stats.binomtest(int(clean.sum()), IMAGES).proportion_ci(method='wilson')
+  assert qrnet_row['intervals']['clean'] == pytest.approx([wilson.low, wilson.high], abs=1e-12)
+
+
+def test_seeds_table_is_the_spread_over_replicate_runs(tmp_path):
+  """Runs R, R_seed1, R_seed2: per method the mean and std (n - 1) over seeds of the table's
+  columns, against numpy on the fabricated per-level numbers; a method with one seed has no row."""
+  rng = np.random.default_rng(3)
+  runs = fake_runs(rng, ['classifier_small_vgg', 'qrnet', 'recnet_noise', 'recnet_blur'])
+  for k in (1, 2):
+    for name in ('qrnet', 'recnet_noise'):  # recnet_blur has no replicates: no single row
+      runs[f'{name}_seed{k}'] = fake_runs(rng, [name])[name]
+  experiment = {'name': 'seeded', 'title': 'Seeds', 'classifier': C, 'unseen': None,
+                'paper': None, 'runs': runs, 'latency': None, 'parameters': {}}
+  results = report.write_report(str(tmp_path), [experiment], {'commit': 'x'})
+  table = results['experiments']['seeded']['seeds']
+  assert [(r['method'], r['seeds']) for r in table['rows']] == [(f'QRNet + {C}', 3)]
+  values = table['rows'][0]['values']
+  for column in ('noise', 'blur'):
+    per_seed = [level_mean(runs[r], f'qrnet/{C}/accuracy', column)
+                for r in ('qrnet', 'qrnet_seed1', 'qrnet_seed2')]
+    assert values[f'{column} mean'] == pytest.approx(np.mean(per_seed), abs=1e-12)
+    assert values[f'{column} std'] == pytest.approx(np.std(per_seed, ddof=1), abs=1e-12)
+    assert values[f'{column} max'] == pytest.approx(max(per_seed), abs=1e-12)
+  text = read_bytes(str(tmp_path), 'report.md').decode()
+  assert '### Seeds: the spread over training seeds' in text
+  assert f"| QRNet + {C} | 3 | " in text
+
+
+def test_suite_seeds_option_repeats_the_restorer_runs():
+  from configs.suites import default as default_suite  # pylint: disable=g-import-not-at-top
+  runs = default_suite.get_config('quick,seeds=3').experiments.fashion_mnist.runs
+  assert runs.qrnet_seed2.config.seed == runs.qrnet.config.seed + 2
+  assert runs.qrnet_seed1.classifiers_from.to_dict() == runs.qrnet.classifiers_from.to_dict()
+  assert 'finetuned_seed1' not in runs and 'classifier_small_vgg_seed1' not in runs
+  assert len(runs) == 13 + 2 * 7
+  with pytest.raises(ValueError, match=r"unknown variant 'seeds=0'"):
+    default_suite.get_config('seeds=0')

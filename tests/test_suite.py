@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from configs.suites import default as default_suite
-from qrnet_jax import suite, train
+from qrnet_jax import suite, timing, train
 from qrnet_jax.report.tables import TABLE_TITLES
 from qrnet_jax.config_validation import ConfigError
 
@@ -92,6 +92,22 @@ def test_tiny_suite_writes_every_table_and_figure(tiny_suite):
   assert experiment['latency']['classifier']['1'] > 0
   assert experiment['parameters']['qrnet'] == 1_941_139
   assert results['provenance']['commit'] and results['provenance']['devices']
+  # Where each run's time went: every part measured, adding up to the wall time.
+  for run, r in experiment['runs'].items():
+    assert list(r['parts']) == list(timing.PARTS), run
+    assert sum(r['parts'].values()) == pytest.approx(r['wall_s'], rel=0.05), run
+    assert r['parts']['other'] < 0.25 * r['wall_s'], (run, r['parts'])
+    assert r['parts']['compile'] > 0 and r['parts']['test'] > 0 and r['parts']['setup'] > 0, run
+    assert r['counts']['test_images'] == len(r['test']) * r['images']['test'], run
+    assert r['counts']['train_images'] > 0 and r['parts']['train'] > 0, run
+  # The findings: the paper's claims, each on the same test images, first in report.md.
+  findings = {f['claim']: f for f in experiment['findings']}
+  assert len(findings) == 20
+  for f in findings.values():
+    assert f['images'] == experiment['runs']['qrnet']['images']['test']
+    assert f['low'] <= f['difference'] <= f['high']
+    assert f['verdict'] in ('holds', 'reversed', 'not resolved')
+  assert open(workdir / 'report.md').read().split('\n')[2] == '## Findings'
 
 
 def test_report_numbers_are_the_runs_numbers(tiny_suite):
@@ -108,7 +124,7 @@ def test_report_numbers_are_the_runs_numbers(tiny_suite):
     assert sorted(by_method) == sorted(r['method'] for r in table['rows'])
     for row in table['rows']:
       for column, value in row['values'].items():
-        cell = by_method[row['method']][column].replace(',', '')
+        cell = by_method[row['method']][column].split(' (')[0].replace(',', '')  # (interval)
         if value is None:
           assert cell in ('—', '')
           continue
@@ -224,6 +240,9 @@ def test_killed_suite_resumes_to_the_same_report_numbers(tiny_suite, tmp_path):
   for run, numbers in resumed['runs'].items():
     assert numbers['test'] == reference['runs'][run]['test'], run
   assert resumed['tables']['table3'] == reference['tables']['table3']
+  reference_findings = {f['claim']: f for f in reference['findings']}
+  assert resumed['findings'] and all(f == reference_findings[f['claim']]
+                                     for f in resumed['findings'])
 
 
 # Checks that stop a bad suite before its first run (in-process, no training).
@@ -347,3 +366,24 @@ def test_concurrent_runs_must_be_a_positive_integer(tmp_path, no_training):
   config.concurrent_runs = 0
   with pytest.raises(ConfigError, match='config.concurrent_runs: must be an integer >= 1, got 0'):
     suite.run_suite(config, str(tmp_path), devices=jax.devices()[:1])
+
+
+def test_main_job_is_sized_for_the_findings_and_all_adds_every_method():
+  """The main job (issue: at least 4,000 training and 2,000 test images, 1 + 3 restorer epochs,
+  classifiers stopped by their validation loss) and its `all` variant with every method."""
+  runs = default_suite.get_config().experiments[EXPERIMENT].runs
+  assert sorted(runs) == ['classifier_small_resnet', 'classifier_small_vgg', 'qrnet', 'recnet']
+  for name, spec in runs.items():
+    data, schedule = spec.config.data, spec.config.train
+    assert data.max_train_examples >= 4000 and data.max_test_examples >= 2000, name
+    if not name.startswith('classifier_'):
+      assert schedule.pretrain_epochs >= 1 and schedule.max_epochs >= 3, name
+    for c in spec.config.eval_classifiers.values():
+      assert c.train_epochs >= 30 and schedule.early_stopping_patience <= 10, name
+  every = default_suite.get_config('all').experiments[EXPERIMENT].runs
+  assert len(every) == 13
+  assert every.qrnet.config.to_dict() == runs.qrnet.config.to_dict()  # the same scale
+  # The longest runs start first: MQRNet before QRNet before RecNet.
+  planned = {r.name: suite.expected_cost(r) for r in suite.plan(
+      default_suite.get_config('all'), '/nowhere')}
+  assert planned['mqrnet'] > planned['qrnet'] > planned['recnet']

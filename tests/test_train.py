@@ -394,9 +394,18 @@ def test_evaluation_does_not_depend_on_batch_size_or_devices():
       mesh=parallel.make_mesh(jax.devices()[:devices]), batch_size=batch_size)
       for devices, batch_size in ((1, 4), (4, 8))]
   assert len(dataset.test) % 8  # a padded last batch in both runs
-  for level, level_metrics in results[0].items():
+  (means, outcomes), (other_means, other_outcomes) = results
+  for level, level_metrics in means.items():
     for name, value in level_metrics.items():
-      assert results[1][level][name] == pytest.approx(value, rel=1e-5, abs=1e-6), (level, name)
+      assert other_means[level][name] == pytest.approx(value, rel=1e-5, abs=1e-6), (level, name)
+  # Every image once, each with the same outcome; the means are the outcomes' means.
+  np.testing.assert_array_equal(outcomes.index, np.arange(len(dataset.test)))
+  np.testing.assert_array_equal(outcomes.correct, other_outcomes.correct)
+  assert len(outcomes.levels) == 11 and outcomes.metrics == ('none/clf/accuracy',
+                                                             'qrnet/clf/accuracy')
+  for level in outcomes.levels:
+    for metric in outcomes.metrics:
+      assert means[level][metric] == pytest.approx(outcomes.get(level, metric).mean(), abs=1e-12)
 
 
 def test_fine_tuned_classifier_trains_on_clean_and_distorted_batches():

@@ -53,7 +53,8 @@ DEFAULTS = dict(
     tfds_image_key='image',
     tfds_label_key='label',
     max_train_examples=0,  # 0 = all; else a fixed random subset of the train split (CPU runs)
-    max_eval_examples=0,  # likewise for each of val and test
+    max_eval_examples=0,  # likewise for the validation split (and the test split, by default)
+    max_test_examples=None,  # the test split's subset; None = max_eval_examples
 )
 CACHE_ROOT = os.path.join(os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache')),
                           'qrnet_jax')
@@ -102,8 +103,10 @@ def validate_data_config(data_config) -> None:
         or any(c not in '0123456789abcdefABCDEF' for c in digest)):
       raise ConfigError(f'config.data.archive_checksum: {checksum!r}; expected sha256:<64 hex> or '
                        'md5:<32 hex>, or empty for the official checksums')
-  for field in ('max_train_examples', 'max_eval_examples'):
+  for field in ('max_train_examples', 'max_eval_examples', 'max_test_examples'):
     value = _get(data_config, field)
+    if field == 'max_test_examples' and value is None:
+      continue
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
       raise ConfigError(f'config.data.{field}: {value!r}; must be 0 (all) or a positive integer')
   data_dir = data_config.get('data_dir', '') or ''
@@ -309,22 +312,25 @@ def load_dataset(data_config, seed: int) -> Dataset:
   """
   validate_data_config(data_config)
   dataset = _load_splits(with_local_data_dir(data_config), seed)
+  max_test = _get(data_config, 'max_test_examples')
   return _limited(dataset, _get(data_config, 'max_train_examples'),
-                  _get(data_config, 'max_eval_examples'), _get(data_config, 'split_seed'))
+                  _get(data_config, 'max_eval_examples'),
+                  _get(data_config, 'max_eval_examples') if max_test is None else max_test,
+                  _get(data_config, 'split_seed'))
 
 
-def _limited(dataset, max_train, max_eval, seed):
+def _limited(dataset, max_train, max_val, max_test, seed):
   """Keeps a fixed random subset of each split where a maximum is set (0 = keep all)."""
   def subset(source, maximum, salt):
     if not maximum or len(source) <= maximum:
       return source
     keep = np.sort(np.random.default_rng([seed, salt]).permutation(len(source))[:maximum])
     return SubsetSource(source, keep)
-  if not (max_train or max_eval):
+  if not (max_train or max_val or max_test):
     return dataset
   limited = dataclasses.replace(
-      dataset, train=subset(dataset.train, max_train, 0), val=subset(dataset.val, max_eval, 1),
-      test=subset(dataset.test, max_eval, 2))
+      dataset, train=subset(dataset.train, max_train, 0), val=subset(dataset.val, max_val, 1),
+      test=subset(dataset.test, max_test, 2))
   limited.info = {**dataset.info, 'used_sizes': {
       'train': len(limited.train), 'val': len(limited.val), 'test': len(limited.test)}}
   return limited

@@ -5,9 +5,8 @@ import os
 import numpy as np
 
 from qrnet_jax import files
-from qrnet_jax.report import tables
-from qrnet_jax.report.tables import (DISTORTIONS, end_to_end_methods, has_runs, level_order,
-                                     levels_of, recovery_methods, unseen_methods)
+from qrnet_jax.report.methods import (DISTORTIONS, Method, end_to_end_methods, has_runs,
+                                      level_order, levels_of, recovery_methods, unseen_methods)
 from qrnet_jax.run_names import classifier_run
 
 
@@ -133,7 +132,7 @@ def plot_run(path, test: dict, classifiers, title) -> bool:
   with the run's restorer, drawn as Figures 4-6 are."""
   stages = [s for s in ('none', 'qrnet') if any(f'{s}/{c}/accuracy' in m for c in classifiers
                                                  for m in test.values())]
-  methods = [tables.Method(f'{stage}/{c}', c if stage == 'none' else f'QRNet + {c}',
+  methods = [Method(f'{stage}/{c}', c if stage == 'none' else f'QRNet + {c}',
                            {d: ('run', f'{stage}/{c}/accuracy') for d in DISTORTIONS})
              for c in classifiers for stage in stages]
   return plot_accuracy_by_level(path, {'run': test}, methods, title)

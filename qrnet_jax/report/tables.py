@@ -7,20 +7,20 @@ an experiment names a Caltech dataset, the paper's numbers sit beside ours (the 
 or per-level accuracies). A run that is missing drops the rows that need it.
 """
 import math
-from typing import NamedTuple
 
 import numpy as np
 
-from qrnet_jax import metrics
+from qrnet_jax import metrics, stats
+from qrnet_jax.report import intervals
 from qrnet_jax.report import paper as paper_numbers
-from qrnet_jax.run_names import classifier_run
+from qrnet_jax.report.methods import (DISTORTIONS, TOP_LEVELS, Method, end_to_end_methods,
+                                      has_runs, levels_of, recovery_methods, small_qrnet_methods,
+                                      level_order, unseen_methods)
 
-DISTORTIONS = ('noise', 'blur')
 ACCURACY_COLUMNS = ['clean', 'noise', 'blur', 'average']
 PAPER_COLUMNS = ['paper noise', 'paper blur', 'paper average']
 QUALITY_COLUMNS = ['noise distorted', 'noise recovered', 'blur distorted', 'blur recovered']
 LATENCY_BATCHES = ('1', '32')  # Table 4's columns when nothing was timed
-TOP_LEVELS = 3  # Figure 6's numbers: the strongest levels, where its lines part
 
 TABLE_TITLES = {
     'table2': 'Table 2: accuracy recovered for a classifier trained on clean images',
@@ -29,65 +29,6 @@ TABLE_TITLES = {
     'table5': 'Table 5: image quality of the distorted and the recovered images',
     'table6': "Figure 6's numbers: an unseen classifier (the paper draws them; it has no Table 6)",
 }
-
-
-class Method(NamedTuple):
-  """A table row and a figure line: each distortion's numbers come from one (run, metric)."""
-  key: str  # the paper's row it matches
-  label: str
-  sources: dict  # {'noise': (run, metric), 'blur': (run, metric)}
-
-
-def _method(key, label, noise_source, blur_source=None):
-  return Method(key, label, {'noise': noise_source, 'blur': blur_source or noise_source})
-
-
-def _accuracy(stage: str, classifier: str) -> str:
-  return f'{stage}/{classifier}/accuracy'
-
-
-def recovery_methods(c: str) -> list:
-  """Table 2 and Figure 4: classifier C on distorted images, and after each restorer."""
-  restored = _accuracy('qrnet', c)
-  return [_method('C', c, (classifier_run(c), _accuracy('none', c))),
-          _method('recnet_single', f'RecNet (single) + {c}', ('recnet_noise', restored),
-                  ('recnet_blur', restored)),
-          _method('recnet_multiple', f'RecNet (multiple) + {c}', ('recnet', restored)),
-          _method('qrnet', f'QRNet + {c}', ('qrnet', restored))]
-
-
-def end_to_end_methods(c: str, with_frozen=True) -> list:
-  """Table 4 and (without the frozen-classifier row) Figure 5."""
-  plain, restored = _accuracy('none', c), _accuracy('qrnet', c)
-  methods = [_method('C', c, (classifier_run(c), plain)),
-             _method('ft_single', f'Fine-tuned {c} (single)', ('finetuned_noise', plain),
-                     ('finetuned_blur', plain)),
-             _method('ft_multiple', f'Fine-tuned {c} (multiple)', ('finetuned', plain)),
-             _method('end_to_end', f'QRNet + {c} (end-to-end)', ('end_to_end', restored))]
-  if with_frozen:
-    methods.append(_method('qrnet', f'QRNet + {c} (frozen {c})', ('qrnet', restored)))
-  return methods
-
-
-def unseen_methods(u: str) -> list:
-  """Table 6 and Figure 6: a classifier no restorer was trained against."""
-  restored = _accuracy('qrnet', u)
-  return [_method('U', u, (classifier_run(u), _accuracy('none', u))),
-          _method('recnet_multiple', f'RecNet (multiple) + {u}', ('recnet', restored)),
-          _method('qrnet', f'QRNet + {u}', ('qrnet', restored)),
-          _method('mqrnet', f'MQRNet + {u}', ('mqrnet', restored))]
-
-
-def level_order(level: str):
-  """Sort key: 'clean', then noise and blur levels by their sigma."""
-  if level == 'clean':
-    return (0, '', 0.)
-  distortion, sigma = level.split('/', 1)
-  return ({'noise': 1, 'blur': 2}.get(distortion, 3), distortion, float(sigma))
-
-
-def levels_of(test: dict, distortion: str) -> list:
-  return sorted((level for level in test if level.split('/')[0] == distortion), key=level_order)
 
 
 def mean_or_none(values):
@@ -116,17 +57,24 @@ def accuracy_values(tests, method: Method) -> dict:
   return {column: values[column] for column in ACCURACY_COLUMNS}
 
 
-def has_runs(tests, method: Method) -> bool:
-  return any(run in tests for run, _ in method.sources.values())
-
-
 def make_table(columns, rows, notes):
-  """{'columns', 'rows': [{'method', 'values'}], 'notes'}, or None when there are no rows."""
+  """{'columns', 'rows': [{'method', 'values', 'intervals'}], 'notes'}, or None when there are no
+  rows. rows: (method, values) or (method, values, {column: [low, high]})."""
   if not rows:
     return None
   return {'columns': columns, 'notes': notes,
-          'rows': [{'method': method, 'values': {c: values.get(c) for c in columns}}
-                   for method, values in rows]}
+          'rows': [{'method': row[0], 'values': {c: row[1].get(c) for c in columns},
+                    'intervals': {c: i for c, i in (row[2] if len(row) > 2 else {}).items()
+                                  if i is not None}}
+                   for row in rows]}
+
+
+def row_intervals(tests, outcomes, method: Method, columns: dict) -> dict:
+  """{column: [low, high]}: the 95 % interval of each accuracy cell of `method`'s row, from the
+  runs' per-image outcomes (intervals.py); columns: {column: (clean|noise|blur|average, top)}."""
+  return {column: intervals.accuracy_interval(
+      intervals.cell_sources(method, kind, tests, top), outcomes)
+          for column, (kind, top) in columns.items()}
 
 
 _AVERAGED = ("Accuracy is averaged over each distortion's levels; average = the mean of the noise "
@@ -135,35 +83,37 @@ _SINGLE = ("{0}: noise levels from the run trained on noise alone, blur levels f
            "trained on blur alone; clean = the mean of the two runs' clean accuracy.")
 
 
-def accuracy_table(exp, tests, table, methods, before=(), after=(), extra=lambda m: {}, notes=()):
-  """Rows of accuracy (Tables 2, 3, 4, 6), with the paper's numbers where it has the dataset."""
+def accuracy_table(exp, tests, outcomes, table, methods, before=(), after=(), extra=lambda m: {},
+                   notes=(), interval_columns=()):
+  """Rows of accuracy (Tables 2, 3, 4, 6) with their 95 % intervals, and the paper's numbers
+  where it has the dataset."""
   paper = paper_numbers.ACCURACY.get(table, {}).get(exp.get('paper'))
+  columns = {c: (c, None) for c in ACCURACY_COLUMNS} | dict(interval_columns)
   rows = [(m.label, {**accuracy_values(tests, m), **extra(m),
-                     **(dict(zip(PAPER_COLUMNS, paper.get(m.key, ()))) if paper else {})})
+                     **(dict(zip(PAPER_COLUMNS, paper.get(m.key, ()))) if paper else {})},
+           row_intervals(tests, outcomes, m, columns))
           for m in methods if has_runs(tests, m)]
   paper_note = [f"paper: the paper's numbers for {exp['paper']}."] if paper else []
   columns = [*before, *ACCURACY_COLUMNS, *(PAPER_COLUMNS if paper else []), *after]
   return make_table(columns, rows, [_AVERAGED, *notes, *paper_note])
 
 
-def table2(exp, tests):
+def table2(exp, tests, outcomes):
   """Classifier C alone and after each restorer."""
-  return accuracy_table(exp, tests, 'table2', recovery_methods(exp['classifier']),
+  return accuracy_table(exp, tests, outcomes, 'table2', recovery_methods(exp['classifier']),
                         notes=[_SINGLE.format('RecNet (single)')])
 
 
-def table3(exp, tests):
+def table3(exp, tests, outcomes):
   """The small QRNet (one 3x3 convolution per block) beside QRNet."""
-  c, parameters = exp['classifier'], exp.get('parameters') or {}
-  methods = [_method('qrnet', f'QRNet + {c}', ('qrnet', _accuracy('qrnet', c))),
-             _method('small_qrnet', f'small QRNet + {c}', ('small_qrnet', _accuracy('qrnet', c)))]
-  return accuracy_table(exp, tests, 'table3', methods,
+  parameters = exp.get('parameters') or {}
+  return accuracy_table(exp, tests, outcomes, 'table3', small_qrnet_methods(exp['classifier']),
                         before=['parameters'],
                         extra=lambda m: {'parameters': parameters.get(m.key)},
                         notes=["parameters: the restorer's parameter count."])
 
 
-def table4(exp, tests):
+def table4(exp, tests, outcomes):
   """Fine-tuned classifiers, QRNet trained end-to-end with C, and the time per image."""
   c, latency = exp['classifier'], exp.get('latency') or {}
   timed = {kind: latency.get(kind) or {} for kind in ('classifier', 'qrnet+classifier')}
@@ -181,7 +131,7 @@ def table4(exp, tests):
             + (f"; {latency.get('image_size')} px images" if latency else ': not timed')
             + (f" on {latency['device']}." if latency.get('device') else '.'))
   return accuracy_table(
-      exp, tests, 'table4', end_to_end_methods(c), after=ms_columns, extra=ms_per_image,
+      exp, tests, outcomes, 'table4', end_to_end_methods(c), after=ms_columns, extra=ms_per_image,
       notes=[_SINGLE.format('Fine-tuned (single)'), timing,
              f'The frozen-{c} row is the QRNet of Table 2 (its paper numbers too).'])
 
@@ -205,7 +155,7 @@ def table5(exp, tests):
                     notes + ([f"paper: the paper's numbers for {exp['paper']}."] if paper else []))
 
 
-def table6(exp, tests):
+def table6(exp, tests, outcomes):
   """The unseen classifier U after each restorer: Figure 6's numbers as a table."""
   if not exp.get('unseen'):
     return None
@@ -213,24 +163,35 @@ def table6(exp, tests):
   strongest = lambda m: {column: level_mean(tests, *m.sources[d], d, TOP_LEVELS)
                          for column, d in zip(top_columns, DISTORTIONS)}
   note = f"top-{TOP_LEVELS}: the mean over each distortion's {TOP_LEVELS} strongest levels."
-  return accuracy_table(exp, tests, 'table6', unseen_methods(exp['unseen']), after=top_columns,
-                        extra=strongest, notes=[note])
+  return accuracy_table(exp, tests, outcomes, 'table6', unseen_methods(exp['unseen']),
+                        after=top_columns, extra=strongest, notes=[note],
+                        interval_columns={c: (d, TOP_LEVELS) for c, d in zip(top_columns,
+                                                                             DISTORTIONS)})
 
 
-def experiment_tables(exp: dict, tests: dict) -> dict:
+def experiment_tables(exp: dict, tests: dict, outcomes: dict) -> dict:
   """Tables 2-5 and Figure 6's numbers (key 'table6') of one experiment; a table whose runs are
   all missing is left out."""
-  tables = {'table2': table2(exp, tests), 'table3': table3(exp, tests),
-            'table4': table4(exp, tests), 'table5': table5(exp, tests),
-            'table6': table6(exp, tests)}
+  tables = {'table2': table2(exp, tests, outcomes), 'table3': table3(exp, tests, outcomes),
+            'table4': table4(exp, tests, outcomes), 'table5': table5(exp, tests),
+            'table6': table6(exp, tests, outcomes)}
   return {name: table for name, table in tables.items() if table is not None}
 
 
-def run_record(run: dict) -> dict:
-  """A run as results.json holds it: levels in order, NaN and inf as None, no samples path."""
+def run_record(run: dict, outcomes) -> dict:
+  """A run as results.json holds it: levels in order, each accuracy's 95 % interval (Wilson's,
+  from the run's outcomes), where its wall time went, NaN and inf as None, no file paths."""
   test = run.get('test') or {}
+  levels = sorted(test, key=level_order)
+  found = {(level, metric): outcomes.get(level, metric) if outcomes is not None else None
+           for level in levels for metric in test[level] if metric.endswith('/accuracy')}
   return metrics.json_safe({
-      'test': {level: test[level] for level in sorted(test, key=level_order)},
-      'wall_s': run.get('wall_s'), 'images': run.get('images'), 'devices': run.get('devices')})
+      'test': {level: test[level] for level in levels},
+      'intervals': {level: {metric: list(stats.wilson_interval(int(v.sum()), v.size))
+                            for (lv, metric), v in found.items() if lv == level and v is not None
+                            and v.size}
+                    for level in levels},
+      'wall_s': run.get('wall_s'), 'parts': run.get('parts'), 'counts': run.get('counts'),
+      'images': run.get('images'), 'devices': run.get('devices')})
 
 
