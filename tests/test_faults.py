@@ -1,0 +1,192 @@
+"""What clusters and disks do to a run: a second job on its workdir, a damaged checkpoint, a full
+disk. Each case against one tiny uninterrupted run (16 px, generated data), run once."""
+import errno
+import glob
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+import pytest
+from orbax.checkpoint._src.handlers import json_checkpoint_handler
+
+from qrnet_jax import checkpointing, files, train, workdir_lock
+from tests.test_train import ROOT, committed_steps, latest_params, main_command, tiny_run_config
+
+
+def env():
+  """One device (as the runs in tests/test_train.py), so the runs here share compiled programs."""
+  flags = os.environ.get('XLA_FLAGS', '').replace('--xla_force_host_platform_device_count=4', '')
+  return dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS=flags.strip())
+
+
+def start(workdir):
+  """The tiny run in a process of its own; its output goes to WORKDIR.log (`output`)."""
+  with open(f'{workdir}.log', 'w') as log:
+    return subprocess.Popen(main_command(workdir), cwd=ROOT, env=env(), stdout=log, stderr=log)
+
+
+def output(workdir):
+  with open(f'{workdir}.log') as f:
+    return f.read()
+
+
+def wait_for(condition, process, workdir, timeout=300):
+  deadline = time.time() + timeout
+  while time.time() < deadline and not condition():
+    assert process.poll() is None, f'the run ended first: {output(workdir)[-3000:]}'
+    time.sleep(0.05)
+  assert condition(), 'timed out'
+
+
+@pytest.fixture(scope='module')
+def whole(tmp_path_factory):
+  """A tiny run, uninterrupted: (workdir, final step, final parameters)."""
+  workdir = tmp_path_factory.mktemp('whole') / 'run'
+  subprocess.run(main_command(workdir), cwd=ROOT, env=env(), check=True, capture_output=True,
+                 timeout=600)
+  return (workdir, *latest_params(workdir))
+
+
+def test_second_process_on_a_busy_workdir_is_refused_and_the_first_finishes(whole, tmp_path):
+  workdir = tmp_path / 'run'
+  first = start(workdir)
+  lock = workdir / workdir_lock.LOCK_FILE
+  wait_for(lambda: lock.exists() and lock.read_text(), first, workdir)
+  begun = time.time()
+  second = subprocess.run(main_command(workdir), cwd=ROOT, env=env(), capture_output=True,
+                          text=True, timeout=120)
+  assert time.time() - begun < 30  # at once: no data loading or compilation first
+  assert second.returncode == 1 and 'Traceback' not in second.stderr
+  assert re.search(rf'error: --workdir=\S+ is in use by pid {first.pid} on host \S+ since ',
+                   second.stderr), second.stderr[-2000:]
+  assert 'kill -TERM' in second.stderr
+  assert first.wait(timeout=600) == 0, output(workdir)[-3000:]
+  step, params = latest_params(workdir)
+  assert step == whole[1]
+  jax.tree.map(np.testing.assert_array_equal, params, whole[2])
+
+
+def test_lock_of_a_killed_process_does_not_block_its_restart(tmp_path):
+  holder = subprocess.Popen(
+      [sys.executable, '-c', 'import sys, time\nfrom qrnet_jax import workdir_lock\n'
+       'with workdir_lock.held(sys.argv[1]):\n  print("held", flush=True)\n  time.sleep(600)',
+       str(tmp_path)], cwd=ROOT, env=env(), stdout=subprocess.PIPE, text=True)
+  assert holder.stdout.readline() == 'held\n'
+  with pytest.raises(workdir_lock.WorkdirBusyError, match=f'pid {holder.pid} on host'):
+    with workdir_lock.held(str(tmp_path)):
+      pass
+  holder.send_signal(signal.SIGKILL)
+  holder.wait()
+  assert str(holder.pid) in (tmp_path / workdir_lock.LOCK_FILE).read_text()  # still there
+  with workdir_lock.held(str(tmp_path)):  # the dead process's lock went with it
+    assert str(os.getpid()) in (tmp_path / workdir_lock.LOCK_FILE).read_text()
+
+
+def flip_a_byte(step_folder):
+  """One byte of the largest array file of a checkpoint, inverted (a bad disk, a bad copy)."""
+  path = max(glob.glob(os.path.join(step_folder, 'state', '**', 'd', '*'), recursive=True),
+             key=os.path.getsize)
+  data = bytearray(open(path, 'rb').read())
+  data[len(data) // 2] ^= 0xFF
+  with open(path, 'wb') as f:
+    f.write(bytes(data))
+
+
+def test_flipped_byte_in_newest_checkpoint_resumes_from_the_one_before(whole, tmp_path):
+  workdir = tmp_path / 'run'
+  shutil.copytree(whole[0], workdir)
+  newest, before = committed_steps(workdir)[::-1][:2]
+  flip_a_byte(workdir / 'checkpoints' / 'latest' / str(newest))
+  rerun = subprocess.run(main_command(workdir), cwd=ROOT, env=env(), check=True,
+                         capture_output=True, text=True, timeout=600)
+  assert re.search(rf'checkpoint latest step {newest} cannot be read \(state/\S+ differs from its '
+                   r'SHA-256 at save', rerun.stderr), rerun.stderr[-3000:]
+  # Moved aside, not deleted; the run trained again from the step before, to the same end.
+  assert (workdir / 'checkpoints' / 'damaged' / f'latest_{newest}' / 'state').is_dir()
+  assert before in committed_steps(workdir) and newest in committed_steps(workdir)
+  step, params = latest_params(workdir)
+  assert step == whole[1]
+  jax.tree.map(np.testing.assert_array_equal, params, whole[2])
+
+
+def test_no_readable_checkpoint_left_stops_naming_the_directory(tmp_path, caplog):
+  """Also for 'best'; a damaged record (JSON) is damage too, found by Orbax or the checksums."""
+  state = {'w': np.arange(4000, dtype=np.float32), 'b': np.ones(3, np.float32)}
+  checkpoints = checkpointing.Checkpoints(str(tmp_path))
+  checkpoints.save(5, state, {'epoch': 1}, val_loss=0.5)
+  checkpoints.save(9, state, {'epoch': 2})
+  checkpoints.close()
+  latest, best = tmp_path / 'checkpoints' / 'latest', tmp_path / 'checkpoints' / 'best'
+  (latest / '9' / 'record' / 'metadata').write_text('{"epoch": 2')
+  flip_a_byte(best / '5')
+  abstract = checkpointing.abstract_like(state)
+  checkpoints = checkpointing.Checkpoints(str(tmp_path))
+  try:
+    with caplog.at_level(logging.WARNING):
+      restored, record = checkpoints.restore_latest(abstract)
+    assert record == {'epoch': 1} and 'checkpoint latest step 9 cannot be read' in caplog.text
+    with pytest.raises(checkpointing.DamagedCheckpointError,
+                       match=rf'{best}: no readable checkpoint is left; the damaged ones were '
+                             r'moved to \S+/checkpoints/damaged/best_5'):
+      checkpoints.restore_best(abstract)
+  finally:
+    checkpoints.close()
+  np.testing.assert_array_equal(restored['w'], state['w'])
+  assert sorted(os.listdir(tmp_path / 'checkpoints' / 'damaged')) == ['best_5', 'latest_9']
+
+
+def test_full_disk_at_a_checkpoint_stops_naming_it_and_keeps_the_last_one(whole, tmp_path,
+                                                                          monkeypatch):
+  workdir = tmp_path / 'run'
+  shutil.copytree(whole[0], workdir)
+  before = committed_steps(workdir)
+
+  async def no_space(self, x, directory):  # Orbax's write of the loop record, in its commit
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
+  monkeypatch.setattr(json_checkpoint_handler.JsonCheckpointHandler, '_save_fn', no_space)
+  with pytest.raises(files.DiskFullError,
+                     match=rf'no space left to write {workdir}/checkpoints/latest \(\d+ bytes '
+                           r'needed, \d+ free there\)'):
+    train.train_and_evaluate(tiny_run_config(**{'train.max_epochs': 4}), str(workdir),
+                             jax.devices()[:1])
+  assert committed_steps(workdir) == before
+  step, params = latest_params(workdir)
+  assert step == whole[1]
+  jax.tree.map(np.testing.assert_array_equal, params, whole[2])
+
+
+def test_full_disk_at_a_marker_keeps_the_old_file(tmp_path, monkeypatch):
+  path = tmp_path / 'summary.json'
+  files.write_json(path, {'old': 1})
+  real = tempfile.NamedTemporaryFile
+
+  class Full:  # what a full disk does to the temporary file's write
+    def __init__(self, *args, **kwargs):
+      self.file = real(*args, **kwargs)
+      self.name = self.file.name
+
+    def write(self, data):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+      return getattr(self.file, name)
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *exc):
+      self.file.close()
+  monkeypatch.setattr(tempfile, 'NamedTemporaryFile', Full)
+  with pytest.raises(files.DiskFullError,
+                     match=rf'no space left to write {path} \(14 bytes needed, \d+ free'):
+    files.write_json(path, {'new': 2})
+  assert files.read_json(path) == {'old': 1} and os.listdir(tmp_path) == ['summary.json']
+
