@@ -1,5 +1,5 @@
-"""What clusters and disks do to a run: a second job on its workdir, a damaged checkpoint, a full
-disk. Each case against one tiny uninterrupted run (16 px, generated data), run once."""
+"""What clusters and disks do to a run: a second job on its workdir, a damaged checkpoint, SIGTERM,
+a full disk. Each case against one tiny uninterrupted run (16 px, generated data), run once."""
 import errno
 import glob
 import logging
@@ -17,8 +17,11 @@ import numpy as np
 import pytest
 from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
-from qrnet_jax import checkpointing, files, train, workdir_lock
+from qrnet_jax import checkpointing, files, preemption, train, workdir_lock
+from tests.test_launch import _install, checkout, launch, recorded  # pylint: disable=unused-import
 from tests.test_train import ROOT, committed_steps, latest_params, main_command, tiny_run_config
+
+GRACE_S = 30  # what schedulers commonly give between SIGTERM and SIGKILL
 
 
 def env():
@@ -143,6 +146,43 @@ def test_no_readable_checkpoint_left_stops_naming_the_directory(tmp_path, caplog
   assert sorted(os.listdir(tmp_path / 'checkpoints' / 'damaged')) == ['best_5', 'latest_9']
 
 
+def test_sigterm_mid_epoch_checkpoints_exits_75_and_resumes_bit_equal(whole, tmp_path):
+  workdir = tmp_path / 'run'
+  process = start(workdir)
+  per_epoch = whole[1] // 4  # 4 epochs of the same length
+  wait_for(lambda: any(s > per_epoch for s in committed_steps(workdir)), process, workdir)
+  sent = time.time()
+  process.send_signal(signal.SIGTERM)
+  status = process.wait(timeout=GRACE_S + 30)
+  assert time.time() - sent < GRACE_S
+  stderr = output(workdir)
+  assert status == preemption.EXIT_STATUS == 75, stderr[-3000:]
+  stopped = int(re.search(r'stopped at step (\d+), after its checkpoint', stderr).group(1))
+  assert max(committed_steps(workdir)) == stopped < whole[1]
+  assert not glob.glob(str(workdir / 'checkpoints' / '*' / '*tmp*'))
+  subprocess.run(main_command(workdir), cwd=ROOT, env=env(), check=True, capture_output=True,
+                 timeout=600)
+  step, params = latest_params(workdir)
+  assert step == whole[1]
+  jax.tree.map(np.testing.assert_array_equal, params, whole[2])
+
+
+def test_several_processes_save_at_the_step_jax_sync_point_names(tmp_path, monkeypatch):
+  """On several processes the loop asks JAX's preemption sync point after every step, with the
+  step as its id (as Orbax does), and saves and stops at the step it names."""
+  asked = []
+
+  def sync_point(step_id):
+    asked.append(step_id)
+    return step_id == 5
+  monkeypatch.setattr(preemption, 'jax', type('Jax', (), {'process_count': lambda: 2}))
+  monkeypatch.setattr(preemption.multihost_utils, 'reached_preemption_sync_point', sync_point)
+  with pytest.raises(preemption.Preempted, match='stopped at step 5, after its checkpoint'):
+    train.train_and_evaluate(tiny_run_config(), str(tmp_path), jax.devices()[:1])
+  assert set(asked) == {1, 2, 3, 4, 5}  # the classifier's first steps (Orbax asks at saves too)
+  assert committed_steps(tmp_path / 'classifiers' / 'small_vgg') == [3, 5]
+
+
 def test_full_disk_at_a_checkpoint_stops_naming_it_and_keeps_the_last_one(whole, tmp_path,
                                                                           monkeypatch):
   workdir = tmp_path / 'run'
@@ -190,3 +230,20 @@ def test_full_disk_at_a_marker_keeps_the_old_file(tmp_path, monkeypatch):
     files.write_json(path, {'new': 2})
   assert files.read_json(path) == {'old': 1} and os.listdir(tmp_path) == ['summary.json']
 
+
+def test_slurm_job_requeues_itself_when_the_run_stops_at_a_checkpoint(checkout):
+  repo, env, calls = checkout
+  _install(repo / '.venv' / 'bin' / 'python')
+  bin_dir = calls.parent / 'bin'
+  _install(bin_dir / 'scontrol')
+  srun = bin_dir / 'srun'  # a run that SIGTERM stopped at its checkpoint
+  srun.write_text(srun.read_text() + f'sys.exit({preemption.EXIT_STATUS})\n')
+  slurm = {'SLURM_JOB_ID': '7', 'SLURM_NNODES': '2', 'SLURM_SUBMIT_DIR': str(repo)}
+  ran = launch(checkout, 'gpu_slurm.sbatch', 'runs/q101', 'configs/default.py', env=slurm)
+  assert ran.returncode == preemption.EXIT_STATUS, ran.stderr
+  assert [c['argv'][:3] for c in recorded(calls)] == [['srun', '--nodes=2', '--ntasks=2'],
+                                                      ['scontrol', 'requeue', '7']]
+  srun.write_text(srun.read_text().replace(f'sys.exit({preemption.EXIT_STATUS})', 'sys.exit(1)'))
+  calls.unlink()
+  failed = launch(checkout, 'gpu_slurm.sbatch', 'runs/q101', 'configs/default.py', env=slurm)
+  assert failed.returncode == 1 and [c['argv'][0] for c in recorded(calls)] == ['srun']
