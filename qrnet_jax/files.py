@@ -95,6 +95,9 @@ class DiskFullError(OSError):
                      + (f', {free} free there)' if free is not None else ')')
                      + '; what was written before it is intact: free some space and rerun')
 
+  def __str__(self):
+    return self.strerror
+
 
 def is_disk_full(error: BaseException) -> bool:
   """Whether `error`, or an error it was raised from, is ENOSPC (no space left on device)."""

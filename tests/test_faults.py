@@ -203,6 +203,34 @@ def test_full_disk_at_a_checkpoint_stops_naming_it_and_keeps_the_last_one(whole,
   jax.tree.map(np.testing.assert_array_equal, params, whole[2])
 
 
+@pytest.fixture
+def small_filesystem(tmp_path):
+  """A 20 MB tmpfs: room for two of the tiny run's QRNet checkpoints (8 MB each), not three.
+  Needs root (mount); skipped elsewhere."""
+  folder = tmp_path / 'small'
+  folder.mkdir()
+  if os.geteuid() != 0 or subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=20m', 'tmpfs',
+                                          str(folder)], capture_output=True).returncode:
+    pytest.skip('mounting a small tmpfs needs root')
+  try:
+    yield folder
+  finally:
+    subprocess.run(['umount', str(folder)], check=True)
+
+
+def test_full_disk_on_a_small_filesystem_stops_naming_the_path_and_keeps_the_last_checkpoint(
+    whole, small_filesystem):
+  workdir = small_filesystem / 'run'
+  result = subprocess.run(main_command(workdir), cwd=ROOT, env=env(), capture_output=True,
+                          text=True, timeout=600)
+  assert result.returncode == 1
+  assert re.search(rf'error: no space left to write {workdir}/checkpoints/latest '
+                   r'\(\d+ bytes needed, \d+ free there\)', result.stderr), result.stderr[-3000:]
+  step, _ = latest_params(workdir)  # readable: the newest step committed before the disk filled
+  assert step == max(committed_steps(workdir)) < whole[1]
+  assert files.read_json(workdir / 'config.json') == files.read_json(whole[0] / 'config.json')
+
+
 def test_full_disk_at_a_marker_keeps_the_old_file(tmp_path, monkeypatch):
   path = tmp_path / 'summary.json'
   files.write_json(path, {'old': 1})
