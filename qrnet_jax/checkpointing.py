@@ -129,7 +129,7 @@ class Checkpoints:
       while files.exists(target + (f'.{suffix}' if suffix else '')):
         suffix += 1
       target += f'.{suffix}' if suffix else ''
-      files.as_path(_step_folder(manager, step)).rename(target)
+      _move_folder(_step_folder(manager, step), target)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f'qrnet_jax: {which} step {step} moved aside')
     manager.reload()
@@ -157,16 +157,21 @@ def _step_folder(manager, step) -> str:
   return os.path.join(os.fspath(manager.directory), str(step))
 
 
+def _move_folder(source, target):
+  """A rename locally; on GCS (no folders, no renames) each object copied, then the originals
+  removed."""
+  if not files.is_remote(source):
+    os.rename(source, target)
+    return
+  for relative in files.relative_files(source):
+    files.write_bytes(f'{target}/{relative}', files.read_bytes(f'{source}/{relative}'))
+  files.as_path(source).rmtree()
+
+
 def _digests(folder) -> dict:
   """{path relative to `folder`: SHA-256} of every file under it, but CHECKSUMS."""
-  root, digests = files.as_path(folder), {}
-  for parent, _, names in root.walk():
-    for name in names:
-      path = parent / name
-      relative = os.path.relpath(os.fspath(path), os.fspath(root))
-      if relative != CHECKSUMS:
-        digests[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
-  return digests
+  return {relative: hashlib.sha256(files.read_bytes(f'{folder}/{relative}')).hexdigest()
+          for relative in files.relative_files(folder) if relative != CHECKSUMS}
 
 
 def _checksum_problem(folder):

@@ -196,6 +196,15 @@ def _copy_if_changed(source: epath.Path, target: str) -> int:
   return 1
 
 
+def relative_files(folder) -> list:
+  """The paths of the files under `folder` (local or gs://), relative to it, '/'-separated."""
+  root, found = as_path(folder), []
+  for parent, _, names in root.walk():  # folders may come back without their gs:// prefix
+    relative = os.path.relpath(_without_scheme(parent), _without_scheme(folder).rstrip('/'))
+    found += [name if relative == '.' else f'{relative}/{name}' for name in names]
+  return found
+
+
 def _local_path(url: str, local_root: str) -> str:
   """Where a copy of `url` lives under `local_root`: LOCAL_ROOT/BUCKET/PATH."""
   return os.path.join(local_root, _without_scheme(url).strip('/'))

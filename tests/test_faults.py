@@ -2,6 +2,7 @@
 a full disk. Each case against one tiny uninterrupted run (16 px, generated data), run once."""
 import errno
 import glob
+import json
 import logging
 import os
 import re
@@ -18,6 +19,7 @@ import pytest
 from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
 from qrnet_jax import checkpointing, files, preemption, train, workdir_lock
+from tests.test_gcs import BUCKET, gcs  # pylint: disable=unused-import (a fixture)
 from tests.test_launch import _install, checkout, launch, recorded  # pylint: disable=unused-import
 from tests.test_train import ROOT, committed_steps, latest_params, main_command, tiny_run_config
 
@@ -275,3 +277,52 @@ def test_slurm_job_requeues_itself_when_the_run_stops_at_a_checkpoint(checkout):
   calls.unlink()
   failed = launch(checkout, 'gpu_slurm.sbatch', 'runs/q101', 'configs/default.py', env=slurm)
   assert failed.returncode == 1 and [c['argv'][0] for c in recorded(calls)] == ['srun']
+
+
+def test_gcs_lease_refuses_a_second_owner_and_a_dead_owners_lease_expires(gcs, monkeypatch):
+  from google.cloud import storage  # pylint: disable=g-import-not-at-top (the gcs extra)
+  lease = storage.Client().bucket(BUCKET).blob(f'lease/{workdir_lock.LOCK_FILE}')
+  read = lambda: json.loads(lease.download_as_bytes())
+  monkeypatch.setattr(workdir_lock, 'HEARTBEAT_S', 0.2)
+  with workdir_lock.held(f'{gcs}/lease'):
+    first = read()
+    with pytest.raises(workdir_lock.WorkdirBusyError,
+                       match=rf'pid {os.getpid()} on host \S+ since .*its lease expires at'):
+      with workdir_lock.held(f'{gcs}/lease'):
+        pass
+    time.sleep(1)
+    assert read()['expires'] > first['expires']  # renewed by its heartbeat
+  assert not lease.exists()  # given back
+  # What a killed process leaves: a lease that is no longer renewed. Refused until it expires.
+  dead = {**first, 'pid': 1}
+  lease.upload_from_string(json.dumps({**dead, 'expires': time.time() + 60}))
+  with pytest.raises(workdir_lock.WorkdirBusyError, match='pid 1 on host'):
+    with workdir_lock.held(f'{gcs}/lease'):
+      pass
+  lease.upload_from_string(json.dumps({**dead, 'expires': time.time() - 1}))
+  with workdir_lock.held(f'{gcs}/lease'):
+    assert read()['pid'] == os.getpid()
+
+
+def test_damaged_checkpoint_on_gcs_is_moved_aside_there(gcs):
+  state = {'w': np.arange(4000, dtype=np.float32)}
+  workdir = f'{gcs}/damaged'
+  checkpoints = checkpointing.Checkpoints(workdir)
+  checkpoints.save(5, state, {'epoch': 1})
+  checkpoints.save(9, {'w': state['w'] + 1}, {'epoch': 2})
+  checkpoints.close()
+  step_9 = f'{workdir}/checkpoints/latest/9'
+  array_file = max((r for r in files.relative_files(step_9) if '/d/' in r),
+                   key=lambda r: len(files.read_bytes(f'{step_9}/{r}')))
+  data = bytearray(files.read_bytes(f'{step_9}/{array_file}'))
+  data[len(data) // 2] ^= 0xFF
+  files.write_bytes(f'{step_9}/{array_file}', bytes(data))
+  checkpoints = checkpointing.Checkpoints(workdir)
+  try:
+    restored, record = checkpoints.restore_latest(checkpointing.abstract_like(state))
+  finally:
+    checkpoints.close()
+  assert record == {'epoch': 1}
+  np.testing.assert_array_equal(restored['w'], state['w'])
+  assert files.is_file(f'{workdir}/checkpoints/damaged/latest_9/{array_file}')
+  assert not files.exists(step_9)
