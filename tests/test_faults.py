@@ -21,6 +21,7 @@ from orbax.checkpoint._src.handlers import json_checkpoint_handler
 from qrnet_jax import checkpointing, files, preemption, train, workdir_lock
 from tests.test_gcs import BUCKET, gcs  # pylint: disable=unused-import (a fixture)
 from tests.test_launch import _install, checkout, launch, recorded  # pylint: disable=unused-import
+from tests.test_multihost import free_port, multiprocess_env
 from tests.test_train import ROOT, committed_steps, latest_params, main_command, tiny_run_config
 
 GRACE_S = 30  # what schedulers commonly give between SIGTERM and SIGKILL
@@ -326,3 +327,24 @@ def test_damaged_checkpoint_on_gcs_is_moved_aside_there(gcs):
   np.testing.assert_array_equal(restored['w'], state['w'])
   assert files.is_file(f'{workdir}/checkpoints/damaged/latest_9/{array_file}')
   assert not files.exists(step_9)
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tmp_path):
+  """JAX's preemption service, as the loop uses it: one process is signalled, every process of
+  the job reaches the sync point at the same step (so no process saves alone); both took the
+  workdir lock as one owner."""
+  port = free_port()
+  processes = [subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, 'tests', 'multihost_preemption.py'), str(port), '2',
+       str(i), str(tmp_path)], cwd=ROOT, env=multiprocess_env(1), stdout=subprocess.PIPE,
+      stderr=subprocess.DEVNULL, text=True) for i in range(2)]
+  try:
+    for process in processes:  # each holds the lock, process 0's
+      assert 'locked\n' in iter(process.stdout.readline, '')
+    processes[1].send_signal(signal.SIGTERM)
+    saved = [json.loads(process.communicate(timeout=120)[0].splitlines()[-1])
+             for process in processes]
+  finally:
+    for process in processes:
+      process.kill()
+  assert saved[0]['saved_at'] == saved[1]['saved_at'] is not None
