@@ -11,11 +11,12 @@ commits resumes from 'latest', whose record names the best step, and `ensure_bes
 A damaged checkpoint is survived. Orbax commits a step by renaming its temporary folder (a commit
 file on GCS), so a step folder is whole or absent; but a byte flipped in an array file later reads
 back silently. So once a save has committed, CHECKSUMS (the SHA-256 of each of its files) is
-written into its folder, and a restore checks them first. A step whose checksums differ, or
-that Orbax cannot read, is moved (never deleted) to WORKDIR/checkpoints/damaged/ with a warning
-naming it, and the step before it is tried; with none left the run stops naming the directory. A
-step that has no CHECKSUMS (a kill between its commit and their write, or written before them)
-is only moved when Orbax cannot read it. A save that fails for lack of space stops the run with
+written into its folder, and a restore checks them first. A step whose files differ from them
+is moved (never deleted) to WORKDIR/checkpoints/damaged/ with a warning naming it, and the step
+before it is tried; with none left the run stops naming the directory. A step without CHECKSUMS
+(a kill between its commit and their write, or written before them) is moved when Orbax cannot
+read it; one whose files match but that does not restore (a changed model, say) is not damage:
+Orbax's error stops the run. A save that fails for lack of space stops the run with
 files.DiskFullError; the steps committed before it are untouched.
 """
 import contextlib
