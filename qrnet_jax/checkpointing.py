@@ -94,8 +94,29 @@ class Checkpoints:
     """(state, record) from the newest readable checkpoint, or None when there is none."""
     return self._restore(self.latest, LATEST, lambda: self.latest.latest_step(), abstract_state)
 
-  def restore_best(self, abstract_state):
-    return self._restore(self.best, BEST, self.best.best_step, abstract_state)
+  def restore_best(self, abstract_state, step=None):
+    """(state, record) of the best checkpoint, or None when there is none. `step`: the best step
+    the loop's record names; where 'best' lost it (damaged and moved aside), it is restored from
+    'latest' and written to 'best' again, or, gone there too, DamagedCheckpointError."""
+    try:
+      restored = self._restore(self.best, BEST, self.best.best_step, abstract_state)
+    except DamagedCheckpointError:
+      if step is None:
+        raise
+      restored = None
+    if step is None or self.best.best_step() == step:
+      return restored
+    restored = self._restore(
+        self.latest, LATEST, lambda: step if step in self.latest.all_steps() else None,
+        abstract_state)
+    if restored is None:
+      raise DamagedCheckpointError(
+          f'{self.best.directory}: the best step {step} is not readable there, nor in '
+          f'{self.latest.directory}; see {os.path.join(self.root, DAMAGED)}')
+    logging.warning('best step %d restored from %s and written to %s again', step,
+                    self.latest.directory, self.best.directory)
+    self._save_best(step, restored[0], restored[1], restored[1]['best_val_loss'])
+    return restored
 
   def _restore(self, manager, which, pick_step, abstract_state):
     """Restores the step `pick_step()` names; a damaged one is moved aside and the next tried."""

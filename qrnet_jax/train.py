@@ -147,7 +147,7 @@ def fit(state, phases, frozen, dataset, mesh, workdir, settings: LoopSettings, d
         raise preemption.Preempted(f'step {step}')
     checkpoints.latest.wait_until_finished()
     checkpoints.best.wait_until_finished()
-    best = checkpoints.restore_best(abstract)
+    best = checkpoints.restore_best(abstract, record.best_step())
   finally:
     checkpoints.close()
     writer.close()

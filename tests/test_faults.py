@@ -123,6 +123,20 @@ def test_flipped_byte_in_newest_checkpoint_resumes_from_the_one_before(whole, tm
   jax.tree.map(np.testing.assert_array_equal, params, whole[2])
 
 
+def test_flipped_byte_in_best_checkpoint_is_taken_again_from_latest(whole, tmp_path):
+  workdir = tmp_path / 'run'
+  shutil.copytree(whole[0], workdir)
+  [best] = os.listdir(workdir / 'checkpoints' / 'best')
+  assert int(best) in committed_steps(workdir)  # the tiny run's last epoch is its best
+  flip_a_byte(workdir / 'checkpoints' / 'best' / best)
+  rerun = subprocess.run(main_command(workdir), cwd=ROOT, env=env(), check=True,
+                         capture_output=True, text=True, timeout=600)
+  assert f'checkpoint best step {best} cannot be read' in rerun.stderr, rerun.stderr[-3000:]
+  assert f'best step {best} restored from' in rerun.stderr
+  assert os.listdir(workdir / 'checkpoints' / 'best') == [best]
+  assert (workdir / 'checkpoints' / 'damaged' / f'best_{best}').is_dir()
+
+
 def test_no_readable_checkpoint_left_stops_naming_the_directory(tmp_path, caplog):
   """Also for 'best'; a damaged record (JSON) is damage too, found by Orbax or the checksums."""
   state = {'w': np.arange(4000, dtype=np.float32), 'b': np.ones(3, np.float32)}
