@@ -10,11 +10,13 @@ the umask), on GCS as one object upload (an object appears whole or not at all).
 mid-write leaves the old file or the new one, never a partial one. They read as None when missing
 or unreadable, so a damaged marker means "not done", never a crash.
 """
+import errno
 import importlib
 import io
 import json
 import logging
 import os
+import shutil
 import tempfile
 from typing import Any, Optional
 
@@ -83,16 +85,62 @@ def read_text(path) -> str:
   return read_bytes(path).decode('utf-8')
 
 
+class DiskFullError(OSError):
+  """A write failed for lack of space; the message names the path and the space it needed."""
+
+  def __init__(self, path, needed: Optional[int]):
+    free = shutil.disk_usage(_existing_folder(path)).free if not is_remote(path) else None
+    super().__init__(errno.ENOSPC, f'no space left to write {path}'
+                     + (f' ({needed} bytes needed' if needed is not None else ' (')
+                     + (f', {free} free there)' if free is not None else ')')
+                     + '; what was written before it is intact: free some space and rerun')
+
+  def __str__(self):
+    return self.strerror
+
+
+def is_disk_full(error: BaseException) -> bool:
+  """Whether `error`, or an error it was raised from, is ENOSPC (no space left on device)."""
+  while error is not None:
+    if (isinstance(error, OSError) and error.errno == errno.ENOSPC
+        or 'No space left on device' in str(error)):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def tree_size(path) -> int:
+  """Bytes in the files under the local folder `path`."""
+  return sum(os.path.getsize(os.path.join(folder, name))
+             for folder, _, names in os.walk(path) for name in names)
+
+
+def _existing_folder(path) -> str:
+  path = absolute(path)
+  while not os.path.isdir(path):
+    path = os.path.dirname(path)
+  return path
+
+
 def write_bytes(path, data: bytes):
   """Writes `data` to `path` atomically: a temporary file in the same folder and os.replace
-  locally, one object upload on GCS."""
+  locally, one object upload on GCS. Without the space for it, the old file stays and
+  DiskFullError names the path."""
   if is_remote(path):
     as_path(path).write_bytes(data)
     return
   folder = os.path.dirname(absolute(path))
   with tempfile.NamedTemporaryFile('wb', dir=folder, prefix=os.path.basename(path) + '.',
                                    suffix='.tmp', delete=False) as f:
-    f.write(data)
+    try:
+      f.write(data)
+      f.flush()
+    except OSError as e:
+      f.close()
+      os.remove(f.name)
+      if e.errno == errno.ENOSPC:
+        raise DiskFullError(path, len(data)) from e
+      raise
   os.chmod(f.name, 0o666 & ~_umask())
   os.replace(f.name, absolute(path))
 
@@ -146,6 +194,15 @@ def _copy_if_changed(source: epath.Path, target: str) -> int:
     return 0
   write_bytes(target, source.read_bytes())
   return 1
+
+
+def relative_files(folder) -> list:
+  """The paths of the files under `folder` (local or gs://), relative to it, '/'-separated."""
+  root, found = as_path(folder), []
+  for parent, _, names in root.walk():  # folders may come back without their gs:// prefix
+    relative = os.path.relpath(_without_scheme(parent), _without_scheme(folder).rstrip('/'))
+    found += [name if relative == '.' else f'{relative}/{name}' for name in names]
+  return found
 
 
 def _local_path(url: str, local_root: str) -> str:

@@ -17,7 +17,8 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from qrnet_jax import config_validation, suite, train
+from qrnet_jax import checkpointing, config_validation, files, preemption, suite, train
+from qrnet_jax import workdir_lock
 from qrnet_jax.errors import ConfigError
 
 COMPILATION_CACHE = os.path.join(
@@ -74,8 +75,11 @@ def main(argv):
   del argv
   try:
     run(_CONFIG.value, _WORKDIR.value)
-  except ConfigError as e:  # a bad field, flag or file: its message says which; no traceback
-    sys.exit(f'error: {e}')
+  except (ConfigError, files.DiskFullError, checkpointing.DamagedCheckpointError) as e:
+    sys.exit(f'error: {e}')  # a bad field, flag or file, a full disk: the message says which
+  except preemption.Preempted as e:  # SIGTERM or SIGINT: checkpointed; schedulers requeue on this
+    logging.warning('%s', e)
+    sys.exit(preemption.EXIT_STATUS)
 
 
 def run(config, workdir):
@@ -91,15 +95,17 @@ def run(config, workdir):
     jax.config.update('jax_compilation_cache_dir', COMPILATION_CACHE)
   logging.info('JAX devices: %d (%s), processes: %d', jax.device_count(),
                jax.devices()[0].platform, jax.process_count())
-  if suite.is_suite(config):  # every run is checked before the first starts
-    suite.run_suite(config, workdir, only=_ONLY.value, reevaluate=_REEVALUATE.value)
-    return
-  if _ONLY.value or _REEVALUATE.value:
-    raise ConfigError('--only and --reevaluate apply to suite configs (configs/suites/)')
-  # Fail on a bad field before any data loading or compilation.
-  config_validation.validate(config, num_devices=jax.device_count(),
-                             num_processes=jax.process_count())
-  train.train_and_evaluate(config, workdir)
+  # One owner per workdir for the whole command; signals stop it at a checkpoint.
+  with workdir_lock.held(workdir), preemption.handling():
+    if suite.is_suite(config):  # every run is checked before the first starts
+      suite.run_suite(config, workdir, only=_ONLY.value, reevaluate=_REEVALUATE.value)
+      return
+    if _ONLY.value or _REEVALUATE.value:
+      raise ConfigError('--only and --reevaluate apply to suite configs (configs/suites/)')
+    # Fail on a bad field before any data loading or compilation.
+    config_validation.validate(config, num_devices=jax.device_count(),
+                               num_processes=jax.process_count())
+    train.train_and_evaluate(config, workdir)
 
 
 if __name__ == '__main__':

@@ -29,8 +29,8 @@ from typing import Optional, Sequence
 import jax
 import ml_collections
 
-from qrnet_jax import (config_validation, files, latency, metrics, report, run_classifiers,
-                       run_names, timing, train)
+from qrnet_jax import (config_validation, files, latency, metrics, preemption, report,
+                       run_classifiers, run_names, timing, train)
 from qrnet_jax import outcomes as outcomes_lib
 from qrnet_jax.config_validation import ConfigError
 from qrnet_jax.models import QRNet, variable_shapes
@@ -189,6 +189,9 @@ def execute(run: Run, devices=None) -> dict:
     start = time.perf_counter()
     try:
       return train.train_and_evaluate(run.config, run.workdir, devices)
+    except preemption.Preempted as e:
+      logging.warning('%s: %s', run.id, e)
+      raise
     except Exception as e:
       logging.exception('run %s failed', run.id)
       raise SuiteRunError(f'run {run.id} failed ({type(e).__name__}: {e}); its log: '
@@ -246,13 +249,16 @@ def execute_all(runs: list, concurrent: int, devices=None):
       ready = sorted((r for r in waiting
                       if not any(f'{r.experiment}/{need}' in pending for need in r.needs)),
                      key=expected_cost, reverse=True)  # the longest first: a shorter tail
+      if preemption.received() and failure is None:  # signalled: no run starts; workers stop
+        failure = preemption.Preempted('the end of a run')
       for run in ready[:concurrent - len(running)] if failure is None else []:
         waiting.remove(run)
         logging.info('[%d/%d] %s: running (log: %s)', len(runs) - len(waiting), len(runs),
                      run.id, os.path.join(run.workdir, RUN_LOG))
-        running[pool.submit(execute, run, devices) if concurrent == 1
-                else pool.submit(_execute_in_worker, run, jax.config.jax_compilation_cache_dir)
-                ] = run
+        with preemption.blocked(concurrent > 1):  # until the worker's handlers are in place
+          running[pool.submit(execute, run, devices) if concurrent == 1
+                  else pool.submit(_execute_in_worker, run, jax.config.jax_compilation_cache_dir)
+                  ] = run
       if not running:
         break
       finished, _ = concurrent_futures.wait(running, return_when='FIRST_COMPLETED')
@@ -300,7 +306,8 @@ def _execute_in_worker(run: Run, compilation_cache_dir):
   if compilation_cache_dir:
     jax.config.update('jax_compilation_cache_dir', compilation_cache_dir)
   train.SHOW_PROGRESS_BARS = False
-  return execute(run)
+  with preemption.handling():  # the suite's process passes SIGTERM and SIGINT on
+    return execute(run)
 
 
 def concurrent_runs(suite_config) -> int:

@@ -25,7 +25,7 @@ from qrnet_jax import checkpointing, config_validation, data, distortions, evalu
 from qrnet_jax import files
 from qrnet_jax import metrics as metrics_lib
 from qrnet_jax import outcomes as outcomes_lib
-from qrnet_jax import parallel, run_classifiers, steps, timing
+from qrnet_jax import parallel, preemption, run_classifiers, steps, timing
 from qrnet_jax.ops import conv
 from qrnet_jax.report import figures
 from qrnet_jax.models import QRNet, init_variables  # pylint: disable=unused-import (re-exported)
@@ -149,10 +149,12 @@ def fit(state, phases, frozen, dataset, mesh, workdir, settings: LoopSettings, d
       with timing.part('checkpoints'):
         checkpoints.save(step, state, dataclasses.asdict(record),
                          val_loss=val['loss'] if improved else None)
+      if preemption.reached(step):
+        raise preemption.Preempted(f'step {step}')
     with timing.part('checkpoints'):
       checkpoints.latest.wait_until_finished()
       checkpoints.best.wait_until_finished()
-      best = checkpoints.restore_best(abstract)
+      best = checkpoints.restore_best(abstract, record.best_step())
   finally:
     with timing.part('checkpoints'):
       checkpoints.close()
@@ -208,10 +210,13 @@ def _run_epoch(state, phase, batches, frozen, mesh, step_indices, partial, write
       writer.write_scalars(step, {f'train/{k}': v for k, v in scalars.items()}, log=False)
       bar.set_postfix(loss=f"{scalars['loss']:.4f}", img_s=f"{scalars['images_per_second']:.0f}")
     every = settings.checkpoint_every_steps
-    if every and step % every == 0 and i + 1 < num_steps:
+    preempted = i + 1 < num_steps and preemption.reached(step)  # last: fit asks after its save
+    if (preempted or every and step % every == 0) and i + 1 < num_steps:
       host_totals = {k: float(v) for k, v in jax.device_get(totals).items()}
       metrics_lib.check_finite(host_totals, f'step {step}')
       save_mid_epoch(state, {'totals': host_totals})
+    if preempted:
+      raise preemption.Preempted(f'step {step}')
     bar.update(1)
   bar.close()
   means = {k: float(v) / num_steps for k, v in jax.device_get(totals).items()}
