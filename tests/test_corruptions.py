@@ -226,3 +226,18 @@ def test_unknown_family_and_severity_are_refused():
     corruptions.corrupt(images, 'rain', 1, jax.random.key(0))
   with pytest.raises(ValueError, match='severity must be an integer in 1-5'):
     corruptions.corrupt(images, 'contrast', jnp.asarray([1, 6]), jax.random.key(0))
+
+
+def test_restore_distort_flag_accepts_every_family():
+  from qrnet_jax import restore
+  from qrnet_jax.errors import ConfigError
+  for family in corruptions.IMAGENET_C + corruptions.HELD_OUT:
+    assert restore.Distortion.parse(f'{family}:5') == restore.Distortion(family, 5)
+  for text in ('fog:0', 'fog:6', 'fog:2.5', 'rain:3'):
+    with pytest.raises(ConfigError, match='FAMILY:SEVERITY with FAMILY one of gaussian_noise'):
+      restore.Distortion.parse(text)
+  image = np.full((36, 40, 3), .5, np.float32)
+  low = restore.Distortion.parse('contrast:1').apply(image, jax.random.key(0))
+  np.testing.assert_allclose(low, image, atol=1e-6)  # a flat image keeps its mean
+  noisy = restore.Distortion.parse('gaussian_noise:3').apply(image, jax.random.key(0))
+  assert noisy.shape == image.shape and 0.1 < noisy.std() < 0.25
