@@ -183,21 +183,25 @@ def _gaussian_noise(image, s, key, t):
 def poisson_by_inversion(key, rate, max_rate: float):
   """Poisson draws of the given rates (each at most max_rate) by inverting the CDF: one uniform
   per value, counted against the cumulative probabilities up to max_rate + 8 sqrt(max_rate) + 10
-  (beyond it the probability is below float32's resolution). A fixed, vectorised loop, many times
-  faster on a CPU than jax.random.poisson's rejection sampler under vmap."""
-  uniform = jax.random.uniform(key, rate.shape)
-
-  def term(k, state):
-    count, probability, cumulative = state
-    count = count + (cumulative < uniform)
-    probability = probability * rate / k
-    return count, probability, cumulative + probability
-
-  probability = jnp.exp(-rate)
+  (beyond it the probability is below float32's resolution). A fixed, vectorised loop, run one
+  row at a time so that its working set stays in the CPU's cache; many times faster on a CPU than
+  jax.random.poisson, whose two samplers both run over every value under vmap."""
   steps = int(max_rate + 8. * math.sqrt(max_rate) + 10.)
-  count, _, _ = jax.lax.fori_loop(1, steps + 1, term,
-                                  (jnp.zeros_like(rate), probability, probability))
-  return count
+
+  def row(args):
+    rate, uniform = args
+
+    def term(k, state):
+      count, probability, cumulative = state
+      count = count + (cumulative < uniform)
+      probability = probability * rate / k
+      return count, probability, cumulative + probability
+
+    probability = jnp.exp(-rate)
+    return jax.lax.fori_loop(1, steps + 1, term,
+                             (jnp.zeros_like(rate), probability, probability))[0]
+
+  return jax.lax.map(row, (rate, jax.random.uniform(key, rate.shape)))
 
 
 def _shot_noise(image, s, key, t):
