@@ -664,8 +664,15 @@ def _pixelate_matrix(size, factor):
     x = (np.arange(low, high) - centre + 0.5) / max(scale, 1.)
     weights = ((x > -0.5) & (x <= 0.5)).astype(np.float64)
     down[out, low:high] = weights / weights.sum()
+  # NEAREST: Pillow's ImagingScaleAffine adds the ratio up in floating point, pixel by pixel, and
+  # truncates; the sum's rounding puts a source position that falls on a pixel boundary now and
+  # then on the pixel before, so it is replayed here as Pillow computes it.
+  sources, position = [], 0.5 * (small / size)
+  for _ in range(size):
+    sources.append(int(position))
+    position += small / size
   up = np.zeros((size, small))
-  up[np.arange(size), np.floor((np.arange(size) + 0.5) * small / size).astype(int)] = 1.
+  up[np.arange(size), np.minimum(sources, small - 1)] = 1.
   return up @ down
 
 

@@ -71,10 +71,22 @@ def test_deterministic_family_matches_reference(family, shape):
 @pytest.mark.slow
 @pytest.mark.parametrize('family', DETERMINISTIC)
 def test_deterministic_family_matches_reference_at_224(family):
-  image = sample_image(224, 224, seed=1)
+  image = sample_image(224, 240, seed=1)
   got = ours(np.stack([image] * 5), family, [1, 2, 3, 4, 5])
   want = np.stack([reference_corrupt(image, family, s) for s in range(1, 6)])
   np.testing.assert_allclose(got, want, atol=ATOL.get(family, 1e-5), rtol=0)
+
+
+def test_pixelate_matches_pil_at_every_side():
+  """Pillow's BOX weights and its NEAREST positions (a float sum, see _pixelate_matrix) on one row
+  of every side from 32 to 199 px: within PIL's own 8-bit rounding."""
+  for side in range(32, 200):
+    row = (np.arange(side) * 37 % 256).astype(np.uint8)
+    for factor in corruptions.PIXELATE:
+      pil = Image.fromarray(np.stack([row] * 2)).resize((int(side * factor), 2), Image.BOX)
+      want = np.asarray(pil.resize((side, 2), Image.NEAREST))[0]
+      np.testing.assert_allclose(corruptions._pixelate_matrix(side, factor) @ row, want,
+                                 atol=0.5 + 1e-9, err_msg=f'{side} px, factor {factor}')
 
 
 @pytest.mark.parametrize('side', [32, pytest.param(224, marks=pytest.mark.slow)])
