@@ -32,6 +32,10 @@ SHEET_FILE = 'sheet.png'
 SHEET_MAX_ROWS = 50
 
 
+# Compiled once per family and image size: op by op, motion blur's and spatter's loops are slow.
+_corrupt = jax.jit(corruptions.corrupt, static_argnames=('family', 'scale'))
+
+
 @dataclasses.dataclass(frozen=True)
 class Distortion:
   """One of the paper's distortions at one level, e.g. noise:60 (0-255 units) or blur:4 (px), or a
@@ -61,7 +65,7 @@ class Distortion:
     """The distorted (H, W, 3) float image (blur: OpenCV's reflect-101 border; a sigma above the
     image's side raises ValueError; a corruption's pixel lengths scale with the shorter side)."""
     if self.type in corruptions.FAMILIES:
-      return np.asarray(corruptions.corrupt(image[None], self.type, self.level, key)[0])
+      return np.asarray(_corrupt(image[None], self.type, self.level, key)[0])
     return np.asarray(distortions.distort(image[None], key, self.type, self.level)[0])
 
 
