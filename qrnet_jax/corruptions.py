@@ -695,7 +695,7 @@ def _frost_photographs():
   return tuple(photographs)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=8)  # zoom blur: 5 x 16 matrices per axis, 160 MB at 500 px
 def tables(family: str, height: int, width: int, scale: float):
   """Static per-size arrays of a family (filter matrices, kernels, textures), one per severity."""
   if family == 'gaussian_blur':
