@@ -20,7 +20,7 @@ import numpy as np
 import tqdm
 from PIL import Image
 
-from qrnet_jax import distortions, files
+from qrnet_jax import corruptions, distortions, files
 from qrnet_jax.errors import ConfigError
 from qrnet_jax.ops import conv
 from qrnet_jax.restore import inputs as inputs_lib
@@ -32,9 +32,14 @@ SHEET_FILE = 'sheet.png'
 SHEET_MAX_ROWS = 50
 
 
+# Compiled once per family and image size: op by op, motion blur's and spatter's loops are slow.
+_corrupt = jax.jit(corruptions.corrupt, static_argnames=('family', 'scale'))
+
+
 @dataclasses.dataclass(frozen=True)
 class Distortion:
-  """One of the paper's distortions at one level, e.g. noise:60 (0-255 units) or blur:4 (px)."""
+  """One of the paper's distortions at one level, e.g. noise:60 (0-255 units) or blur:4 (px), or a
+  common corruption at a severity, e.g. fog:3 (qrnet_jax/corruptions.py)."""
   type: str
   level: float
 
@@ -45,15 +50,22 @@ class Distortion:
       value = float(level)
     except ValueError:
       value = float('nan')
+    if kind in corruptions.FAMILIES and value in corruptions.SEVERITIES:
+      return cls(kind, int(value))
     if kind not in distortions.DISTORTION_TYPES or not (value > 0 and math.isfinite(value)):
       raise ConfigError(f'{flag}={text}: expected TYPE:LEVEL with TYPE one of '
                         f'{", ".join(distortions.DISTORTION_TYPES)} and a positive LEVEL, e.g. '
-                        'noise:60 (sigma in 0-255 units) or blur:4 (sigma in px)')
+                        'noise:60 (sigma in 0-255 units) or blur:4 (sigma in px); or '
+                        'FAMILY:SEVERITY with FAMILY one of '
+                        f'{", ".join(corruptions.IMAGENET_C + corruptions.HELD_OUT)} and SEVERITY '
+                        'an integer 1-5, e.g. fog:3')
     return cls(kind, value)
 
   def apply(self, image: np.ndarray, key) -> np.ndarray:
     """The distorted (H, W, 3) float image (blur: OpenCV's reflect-101 border; a sigma above the
-    image's side raises ValueError)."""
+    image's side raises ValueError; a corruption's pixel lengths scale with the shorter side)."""
+    if self.type in corruptions.FAMILIES:
+      return np.asarray(_corrupt(image[None], self.type, self.level, key)[0])
     return np.asarray(distortions.distort(image[None], key, self.type, self.level)[0])
 
 

@@ -39,8 +39,10 @@ def restore_parser():
   parser.add_argument('--sheet', action='store_true',
                       help='also write OUTPUT/sheet.png: input | restored | difference per image')
   parser.add_argument('--distort', default='', help='distort each image first, as the paper does: '
-                      'noise:SIGMA (0-255 units) or blur:SIGMA (px); seeded per file')
-  parser.add_argument('--seed', type=int, default=0, help='seed of --distort noise')
+                      'noise:SIGMA (0-255 units) or blur:SIGMA (px), or with a common corruption '
+                      'at a severity, FAMILY:1-5 (e.g. fog:3; docs/corruptions.md); seeded per '
+                      'file')
+  parser.add_argument('--seed', type=int, default=0, help='seed of --distort noise and corruptions')
   parser.add_argument('--batch_size', type=int, default=8, help='images (or tiles) per call')
   parser.add_argument('--tile', type=int, default=tiles.DEFAULT_TILE,
                       help='side (px, a multiple of 16 above %d) of the largest image restored in '
