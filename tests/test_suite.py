@@ -407,7 +407,8 @@ def test_main_job_is_sized_for_the_findings_and_all_adds_every_method():
   """The main job (issue: at least 4,000 training and 2,000 test images, 1 + 3 restorer epochs,
   classifiers stopped by their validation loss) and its `all` variant with every method."""
   runs = default_suite.get_config().experiments[EXPERIMENT].runs
-  assert sorted(runs) == ['classifier_small_resnet', 'classifier_small_vgg', 'qrnet', 'recnet']
+  assert sorted(runs) == ['classifier_small_inception', 'classifier_small_resnet',
+                          'classifier_small_vgg', 'mqrnet', 'qrnet', 'recnet']
   for name, spec in runs.items():
     data, schedule = spec.config.data, spec.config.train
     assert data.max_train_examples >= 4000 and data.max_test_examples >= 2000, name
