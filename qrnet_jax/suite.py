@@ -237,18 +237,37 @@ def expected_cost(run: Run) -> float:
   return float(images * (restorer + trained))
 
 
+def priorities(runs: list) -> dict:
+  """{run id: its expected cost plus that of every run that waits for it, directly or not}: of
+  the runs ready to start, those that most work waits for start first, then the longest."""
+  readers = {r.id: [s for s in runs if s.experiment == r.experiment and r.name in s.needs]
+             for r in runs}
+
+  def waiting_for(run, seen):
+    for reader in readers[run.id]:
+      if reader.id not in seen:
+        seen.add(reader.id)
+        waiting_for(reader, seen)
+    return seen
+
+  by_id = {r.id: r for r in runs}
+  return {r.id: expected_cost(r) + sum(expected_cost(by_id[i]) for i in waiting_for(r, set()))
+          for r in runs}
+
+
 def execute_all(runs: list, concurrent: int, devices=None):
-  """Executes `runs` (in dependency order), each as soon as the runs it reads have finished, the
-  longest first (expected_cost): here, one at a time, or up to `concurrent` at a time in worker
-  processes (one per run). After a failure no run starts; those running finish, then the first
-  failure is raised."""
+  """Executes `runs` (in dependency order), each as soon as the runs it reads have finished,
+  those that most work waits for first (priorities): here, one at a time, or up to `concurrent`
+  at a time in worker processes (one per run). After a failure no run starts; those running
+  finish, then the first failure is raised."""
   pending = {r.id for r in runs}  # not finished yet
   waiting, running, failure = list(runs), {}, None
+  priority = priorities(runs)
   with _executor(concurrent) as pool:
     while waiting or running:
       ready = sorted((r for r in waiting
                       if not any(f'{r.experiment}/{need}' in pending for need in r.needs)),
-                     key=expected_cost, reverse=True)  # the longest first: a shorter tail
+                     key=lambda r: priority[r.id], reverse=True)  # what most work waits for
       if preemption.received() and failure is None:  # signalled: no run starts; workers stop
         failure = preemption.Preempted('the end of a run')
       for run in ready[:concurrent - len(running)] if failure is None else []:

@@ -419,7 +419,13 @@ def test_main_job_is_sized_for_the_findings_and_all_adds_every_method():
   every = default_suite.get_config('all').experiments[EXPERIMENT].runs
   assert len(every) == 13
   assert every.qrnet.config.to_dict() == runs.qrnet.config.to_dict()  # the same scale
-  # The longest runs start first: MQRNet before QRNet before RecNet.
+  # Of the ready runs, the longest start first: MQRNet before QRNet before RecNet.
   planned = {r.name: suite.expected_cost(r) for r in suite.plan(
       default_suite.get_config('all'), '/nowhere')}
   assert planned['mqrnet'] > planned['qrnet'] > planned['recnet']
+  # What most work waits for starts first: C and U (every restorer reads them) before MQRNet's
+  # second classifier, which only MQRNet reads.
+  main = suite.plan(default_suite.get_config(), '/nowhere')
+  first = sorted(main, key=lambda r: suite.priorities(main)[r.id], reverse=True)
+  assert {r.name for r in first[:2]} == {'classifier_small_vgg', 'classifier_small_resnet'}
+  assert first[2].name == 'classifier_small_inception' and first[3].name == 'mqrnet'
