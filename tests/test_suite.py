@@ -355,12 +355,14 @@ def test_failed_run_stops_the_suite_naming_the_run_and_its_log(tmp_path, monkeyp
   config.concurrent_runs = 1
   with pytest.raises(suite.SuiteRunError) as error:
     suite.run_suite(config, str(tmp_path), devices=jax.devices()[:1])
-  log = tmp_path / EXPERIMENT / 'classifier_small_inception' / 'run.log'
-  assert str(error.value) == (f'run {EXPERIMENT}/classifier_small_inception failed '
+  # The first run: the classifier that every other run reads (suite.priorities).
+  log = tmp_path / EXPERIMENT / 'classifier_small_vgg' / 'run.log'
+  assert str(error.value) == (f'run {EXPERIMENT}/classifier_small_vgg failed '
                               f'(FloatingPointError: loss is nan); its log: {log}')
   text = log.read_text()
   assert 'starting' in text and 'FloatingPointError: loss is nan' in text
-  assert not os.path.exists(tmp_path / EXPERIMENT / 'classifier_small_resnet')
+  for other in ('classifier_small_resnet', 'classifier_small_inception'):
+    assert not os.path.exists(tmp_path / EXPERIMENT / other)
 
 
 def test_concurrent_runs_wait_for_what_they_read_and_none_starts_after_a_failure(monkeypatch):
