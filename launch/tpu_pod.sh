@@ -6,7 +6,7 @@
 #   launch/tpu_pod.sh [--dry-run] TPU_NAME ZONE WORKDIR CONFIG [qrnet_jax.main flags...]
 #   launch/tpu_pod.sh my-v4-16 us-central2-b gs://my-bucket/runs/q101 \
 #       configs/paper.py:dataset=caltech101,method=qrnet \
-#       --config.data.data_dir=gs://my-bucket/data/caltech101 --config.train.batch_size=64
+#       --config.data.data_dir=gs://my-bucket/data/caltech101 --config.train.batch_size=32
 #
 # --dry-run prints the two gcloud commands (set-up, then the run) instead of running them.
 # WORKDIR: a gs:// URL (Orbax commits every checkpoint there) or a folder all workers share (NFS,

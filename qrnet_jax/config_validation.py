@@ -13,7 +13,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from qrnet_jax import distortions
-from qrnet_jax import files
+from qrnet_jax import files, parallel
 from qrnet_jax.errors import ConfigError  # re-exported: config_validation.ConfigError
 from qrnet_jax.models import classifiers as classifier_lib
 from qrnet_jax.models.qrnet import SIZE_MULTIPLE
@@ -173,12 +173,10 @@ def _validate_train(config, num_devices, num_processes):
   _require(_is_finite_number(lr) and lr > 0, 'train.learning_rate',
            f'must be a finite number > 0, got {lr!r}')
   for field in ('train.batch_size', 'train.eval_batch_size'):
-    batch_size = _get(config, field)
-    _require(batch_size % num_devices == 0, field,
-             f'{batch_size} does not divide by the {num_devices} devices; use a multiple of '
-             f'{num_devices}')
-    _require(batch_size % num_processes == 0, field,
-             f'{batch_size} does not divide by the {num_processes} processes')
+    for divisor, what in ((num_devices, 'devices'), (num_processes, 'processes')):
+      message = parallel.indivisible_batch(f'config.{field}', _get(config, field), divisor, what)
+      if message:
+        raise ConfigError(message)
 
 
 # Fields a resumed run may change: they do not alter the training trajectory.

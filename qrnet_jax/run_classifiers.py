@@ -126,8 +126,10 @@ def prepare_classifiers(config, group, dataset, workdir, weight_files, train_fn)
   """The classifiers of config.GROUP: (static specs, frozen variables, trainable params).
 
   Each is loaded from `checkpoint`, or else initialised (from `init_checkpoint`, or its ImageNet
-  weights when given) and trained by `train_fn(name, spec, frozen, trainable, distorted)` -> variables, for
-  `train_epochs` at most, its `clean_trainable` part (saved under WORKDIR/classifiers/NAME).
+  weights when given) and trained by `train_fn(name, c, spec, frozen, trainable, distorted)`, which
+  returns its variables: `c` its config entry, `spec` its steps.Classifier, `frozen` and
+  `trainable` its variables split by `clean_trainable`, `distorted` whether it trains on
+  Algorithm 1 batches. At most `train_epochs`; saved under WORKDIR/classifiers/NAME.
   """
   specs, frozen, trainable = [], {}, {}
   for name, c in sorted(config.get(group, {}).items()):

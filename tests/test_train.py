@@ -247,7 +247,10 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
 @pytest.mark.parametrize('field, value, message', [
     ('distortion.types', ('noise', 'jpeg'), "config.distortion.types: unknown distortion 'jpeg'"),
     ('classifiers.small_vgg.weight', -0.01, 'config.classifiers.small_vgg.weight'),
-    ('train.batch_size', 6, 'config.train.batch_size: 6 does not divide by the 4 devices'),
+    ('train.batch_size', 6, 'config.train.batch_size: 6 does not divide by the 4 devices; the '
+                            'nearest sizes that do: 4 or 8'),
+    ('train.eval_batch_size', 2, 'config.train.eval_batch_size: 2 does not divide by the 4 '
+                                 'devices; the nearest sizes that do: 4'),
     ('data.image_size', 30, 'config.data.image_size: must be a positive multiple of 16'),
     ('classifiers.small_vgg.arch', 'alexnet', "config.classifiers.small_vgg.arch: unknown"),
     ('model.dtype', 'float16', "config.model.dtype: unknown dtype 'float16'"),  # no loss scaling
@@ -262,9 +265,22 @@ def test_bad_config_fails_before_data_or_compilation(tmp_path, monkeypatch, fiel
     train.train_and_evaluate(tiny_run_config(**{field: value}), str(tmp_path), jax.devices()[:4])
 
 
+def test_batch_divisibility_has_one_message_with_the_nearest_sizes():
+  assert parallel.indivisible_batch('config.train.batch_size', 32, 4, 'devices') is None
+  assert parallel.indivisible_batch('config.train.batch_size', 30, 8, 'processes') == (
+      'config.train.batch_size: 30 does not divide by the 8 processes; the nearest sizes that '
+      'do: 24 or 32')
+  with pytest.raises(config_validation.ConfigError,
+                     match='config.train.batch_size: 33 does not divide by the 2 processes; the '
+                           'nearest sizes that do: 32 or 34'):
+    config_validation.validate(tiny_run_config(**{'train.batch_size': 33}), num_devices=1,
+                               num_processes=2)
+
+
 def test_batch_that_does_not_divide_by_the_mesh_is_a_config_error():
   with pytest.raises(config_validation.ConfigError,
-                     match='config.train.batch_size=6 does not divide by the 4 devices'):
+                     match='config.train.batch_size: 6 does not divide by the 4 devices; the '
+                           'nearest sizes that do: 4 or 8'):
     parallel.check_batch_divisible(6, parallel.make_mesh(jax.devices()[:4]))
 
 
