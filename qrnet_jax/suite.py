@@ -182,7 +182,7 @@ def check_runs(runs: list, num_devices: int):
 
 def execute(run: Run, devices=None) -> dict:
   """train_and_evaluate in the run's workdir, logging to its run.log; its wall time and where it
-  went (timing.py) recorded in WALL_TIME, one entry per attempt."""
+  went (timing.py) recorded in RUN_TIME, one entry per attempt."""
   files.make_dirs(run.workdir)
   log_path = os.path.join(run.workdir, RUN_LOG)
   with _logging_to(log_path), timing.stopwatch() as watch:

@@ -58,17 +58,21 @@ def format_cell(value, kind: str, interval=None) -> str:
   return f'{format_value(value, kind)} ({low}–{high})'
 
 
+def markdown_row(cells) -> str:
+  return '| ' + ' | '.join(cell.replace('|', r'\|') for cell in cells) + ' |'
+
+
 def markdown_table(label_columns, value_columns, rows) -> list:
   """rows: (labels, {column: value}) or (labels, {column: value}, {column: [low, high]}); each
   number printed by format_value, with its interval where given."""
-  line = lambda cells: '| ' + ' | '.join(cell.replace('|', r'\|') for cell in cells) + ' |'
-  lines = [line(label_columns + value_columns),
+  lines = [markdown_row(label_columns + value_columns),
            '|' + '|'.join(['---'] * len(label_columns) + ['---:'] * len(value_columns)) + '|']
   for labels, values, *found in rows:
     kind = lambda column: value_kind(' '.join(labels), column)
     cell_intervals = found[0] if found else {}
-    lines.append(line(labels + [format_cell(values.get(c), kind(c), cell_intervals.get(c))
-                                for c in value_columns]))
+    lines.append(markdown_row(labels + [format_cell(values.get(c), kind(c),
+                                                    cell_intervals.get(c))
+                                        for c in value_columns]))
   return lines
 
 
@@ -109,7 +113,7 @@ def findings_markdown(results: dict) -> list:
     paper = any(f.get('paper_difference') is not None for f in rows)
     header = ['claim', 'A − B', '95 % interval', 'images', 'verdict'] + (['paper A − B']
                                                                          if paper else [])
-    lines.append('| ' + ' | '.join(header) + ' |')
+    lines.append(markdown_row(header))
     lines.append('|---|---:|---:|---:|---|' + ('---:|' if paper else ''))
     for f in rows:
       cells = [f['claim'], format_value(f['difference'], 'difference'),
@@ -117,7 +121,7 @@ def findings_markdown(results: dict) -> list:
                format_value(f['images'], 'count'), f['verdict']]
       if paper:
         cells.append(format_value(f.get('paper_difference'), 'difference'))
-      lines.append('| ' + ' | '.join(cells) + ' |')
+      lines.append(markdown_row(cells))
     lines.append('')
   return lines + [f'- {FINDINGS_NOTE}', '']
 

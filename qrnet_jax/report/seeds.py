@@ -42,8 +42,8 @@ def seeds_table(exp: dict, tests: dict, accuracy_values) -> dict:
   """{'columns', 'rows': [{'method', 'seeds', 'values': {'<column> <statistic>': x}}], 'notes'}
   for every method whose runs were repeated over seeds; None when none were."""
   c, u = exp['classifier'], exp.get('unseen')
-  methods = [m for m in (recovery_methods(c)[1:] + small_qrnet_methods(c)[1:]
-                         + end_to_end_methods(c)[3:4] + (unseen_methods(u)[1:] if u else []))]
+  methods = (recovery_methods(c)[1:] + small_qrnet_methods(c)[1:] + end_to_end_methods(c)[3:4]
+             + (unseen_methods(u)[1:] if u else []))
   rows = []
   for m in methods:
     counts = [seed_count(tests, run) for run, _ in dict.fromkeys(m.sources.values())]
