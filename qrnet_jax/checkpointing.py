@@ -20,6 +20,7 @@ Orbax's error stops the run. A save that fails for lack of space stops the run w
 files.DiskFullError; the steps committed before it are untouched.
 """
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -28,12 +29,21 @@ import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from qrnet_jax import files
+from qrnet_jax import files, timing
 
 LATEST = 'latest'
 BEST = 'best'
 DAMAGED = 'damaged'  # WORKDIR/checkpoints/damaged/{latest,best}_STEP: unreadable steps, kept
 CHECKSUMS = 'sha256.json'
+
+
+def _timed(method):
+  """The method's time counts as the run's 'checkpoints' part (timing.py)."""
+  @functools.wraps(method)
+  def timed(*args, **kwargs):
+    with timing.part('checkpoints'):
+      return method(*args, **kwargs)
+  return timed
 
 
 class DamagedCheckpointError(RuntimeError):
@@ -43,6 +53,7 @@ class DamagedCheckpointError(RuntimeError):
 class Checkpoints:
   """The 'latest' and 'best' Orbax CheckpointManagers under WORKDIR/checkpoints."""
 
+  @_timed
   def __init__(self, workdir: str, keep: int = 2):
     root = os.path.join(files.absolute(workdir), 'checkpoints')
     self.root = root
@@ -57,6 +68,7 @@ class Checkpoints:
             max_to_keep=1, create=True, best_fn=lambda metrics: metrics['val_loss'],
             best_mode='min', cleanup_tmp_directories=True))
 
+  @_timed
   def save(self, step: int, state, record: dict, val_loss=None):
     """Saves to 'latest'; also to 'best' when `val_loss` is given (a new best), once 'latest' has
     committed."""
@@ -68,6 +80,7 @@ class Checkpoints:
       self._seal(self.latest, LATEST)
       self._save_best(step, state, record, val_loss)
 
+  @_timed
   def ensure_best(self, step: int, state, record: dict, val_loss):
     """Saves `state` (at `step`) as the best unless 'best' holds that step already: the repair after
     a kill between the 'latest' and 'best' commits of a new best."""
@@ -90,10 +103,12 @@ class Checkpoints:
           files.write_json(os.path.join(folder, CHECKSUMS), _digests(folder))
     self._unsealed[which] = []
 
+  @_timed
   def restore_latest(self, abstract_state):
     """(state, record) from the newest readable checkpoint, or None when there is none."""
     return self._restore(self.latest, LATEST, lambda: self.latest.latest_step(), abstract_state)
 
+  @_timed
   def restore_best(self, abstract_state, step=None):
     """(state, record) of the best checkpoint, or None when there is none. `step`: the best step
     the loop's record names; where 'best' lost it (damaged and moved aside), it is restored from
@@ -157,6 +172,13 @@ class Checkpoints:
     manager.reload()
     return target
 
+  @_timed
+  def wait_until_finished(self):
+    """Until both managers' saves have committed."""
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
+
+  @_timed
   def close(self):
     try:
       self._seal(self.latest, LATEST)

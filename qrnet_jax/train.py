@@ -108,10 +108,9 @@ def fit(state, phases, frozen, dataset, mesh, workdir, settings: LoopSettings, d
 
   Returns (final state, best state by validation loss, LoopRecord).
   """
-  with timing.part('checkpoints'):
-    checkpoints = checkpointing.Checkpoints(workdir, keep=settings.checkpoints_to_keep)
-    abstract = checkpointing.abstract_like(state)
-    restored = checkpoints.restore_latest(abstract)
+  checkpoints = checkpointing.Checkpoints(workdir, keep=settings.checkpoints_to_keep)
+  abstract = checkpointing.abstract_like(state)
+  restored = checkpoints.restore_latest(abstract)
   record = LoopRecord()
   if restored is not None:
     state, record = restored[0], LoopRecord(**restored[1])
@@ -128,9 +127,8 @@ def fit(state, phases, frozen, dataset, mesh, workdir, settings: LoopSettings, d
       epoch, phase = record.epoch, phase_of_epoch[record.epoch]
 
       def save_mid_epoch(state, partial, record=record):  # a killed run resumes here, mid-epoch
-        with timing.part('checkpoints'):
-          checkpoints.save(int(state.step), state,
-                           dataclasses.asdict(dataclasses.replace(record, epoch_partial=partial)))
+        checkpoints.save(int(state.step), state,
+                         dataclasses.asdict(dataclasses.replace(record, epoch_partial=partial)))
 
       with timing.part('train'):
         state, train_metrics = _run_epoch(
@@ -146,18 +144,14 @@ def fit(state, phases, frozen, dataset, mesh, workdir, settings: LoopSettings, d
       step = int(state.step)
       writer.write_scalars(step, {f'val/{k}': v for k, v in val.items()})
       improved = _end_epoch(record, phase, val, train_metrics, step, settings)
-      with timing.part('checkpoints'):
-        checkpoints.save(step, state, dataclasses.asdict(record),
-                         val_loss=val['loss'] if improved else None)
+      checkpoints.save(step, state, dataclasses.asdict(record),
+                       val_loss=val['loss'] if improved else None)
       if preemption.reached(step):
         raise preemption.Preempted(f'step {step}')
-    with timing.part('checkpoints'):
-      checkpoints.latest.wait_until_finished()
-      checkpoints.best.wait_until_finished()
-      best = checkpoints.restore_best(abstract, record.best_step())
+    checkpoints.wait_until_finished()
+    best = checkpoints.restore_best(abstract, record.best_step())
   finally:
-    with timing.part('checkpoints'):
-      checkpoints.close()
+    checkpoints.close()
     writer.close()
   return state, (best[0] if best is not None else state), record
 
