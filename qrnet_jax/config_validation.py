@@ -2,7 +2,6 @@
 
 Each error names the field (as it is written on the command line, `config.a.b`) and what is allowed.
 """
-import fnmatch
 import hashlib
 import json
 import math
@@ -13,7 +12,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from qrnet_jax import distortions
-from qrnet_jax import files, parallel
+from qrnet_jax import config_schema, data, files, parallel
 from qrnet_jax.errors import ConfigError  # re-exported: config_validation.ConfigError
 from qrnet_jax.models import classifiers as classifier_lib
 from qrnet_jax.models.qrnet import SIZE_MULTIPLE
@@ -57,7 +56,9 @@ def _get(config, field):
 
 
 def validate(config, num_devices: int = 1, num_processes: int = 1):
-  """Raises ConfigError naming the first bad field; returns None when the config is usable."""
+  """Raises ConfigError naming the first bad field; returns None when the config is usable.
+  Fields the config leaves out are checked at their defaults (config_schema)."""
+  config = config_schema.completed(config)
   seed = _get(config, 'seed')
   _require(_is_int(seed), 'seed', f'must be an integer, got {seed!r}')
   _validate_data(config)
@@ -68,7 +69,6 @@ def validate(config, num_devices: int = 1, num_processes: int = 1):
 
 
 def _validate_data(config):
-  from qrnet_jax import data  # pylint: disable=g-import-not-at-top
   size = _get(config, 'data.image_size')
   _require(_is_int(size) and size > 0 and size % SIZE_MULTIPLE == 0, 'data.image_size',
            f'must be a positive multiple of {SIZE_MULTIPLE} (QRNet pools four times), got {size!r}')
@@ -113,10 +113,7 @@ def _validate_distortion(config):
 
 def _validate_classifiers(config):
   entries = [f'classifiers.{name}' for name in _get(config, 'classifiers')]
-  # Optional groups and fields (eval_classifiers, imagenet, keras_h5, clean_trainable,
-  # init_checkpoint) may be absent from configs written before they existed; the rest every
-  # classifier_config() has.
-  for name in config.get('eval_classifiers', {}):
+  for name in config.eval_classifiers:
     field = f'eval_classifiers.{name}'
     _require(name not in config.classifiers, field,
              'a classifier of that name is already in config.classifiers')
@@ -132,26 +129,24 @@ def _validate_classifiers(config):
     weight = _get(config, f'{field}.weight')
     _require(_is_finite_number(weight) and weight >= 0, f'{field}.weight',
              f'lambda must be a finite number >= 0, got {weight!r}')
-    rate = c.get('learning_rate', 1e-3)
+    rate = c.learning_rate
     _require(_is_finite_number(rate) and rate > 0, f'{field}.learning_rate',
              f'must be a finite number > 0, got {rate!r}')
     for partition_field, partition in (('trainable', _get(config, f'{field}.trainable')),
-                                       ('clean_trainable', c.get('clean_trainable', 'all'))):
+                                       ('clean_trainable', c.clean_trainable)):
       _require(partition in classifier_lib.PARTITIONS, f'{field}.{partition_field}',
                f'unknown partition {partition!r}; allowed: {", ".join(classifier_lib.PARTITIONS)}')
     checkpoint = _get(config, f'{field}.checkpoint')
-    init_checkpoint = c.get('init_checkpoint', '')
-    for path_field, path in (('checkpoint', checkpoint), ('keras_h5', c.get('keras_h5', '')),
+    init_checkpoint = c.init_checkpoint
+    for path_field, path in (('checkpoint', checkpoint), ('keras_h5', c.keras_h5),
                              ('init_checkpoint', init_checkpoint)):
       if path:
         _check_path_exists(path, f'{field}.{path_field}')
     _require(not (init_checkpoint and checkpoint), f'{field}.init_checkpoint',
              'a classifier with a trained checkpoint is not trained again; set one of checkpoint '
              'and init_checkpoint')
-    _require(not (init_checkpoint and (c.get('imagenet', False) or c.get('keras_h5', ''))),
-             f'{field}.init_checkpoint', 'training starts from init_checkpoint or from the ImageNet '
-             'weights (imagenet, keras_h5), not both')
-    if c.get('imagenet', False) or c.get('keras_h5', ''):
+    check_training_start(c, field)
+    if c.imagenet or c.keras_h5:
       from qrnet_jax import weights  # pylint: disable=g-import-not-at-top
       _require(arch in weights.KERAS_WEIGHTS, f'{field}.imagenet',
                f'no official ImageNet weights for {arch!r}; those exist for '
@@ -159,6 +154,15 @@ def _validate_classifiers(config):
     _non_negative_int(config, f'{field}.train_epochs')
     _require(checkpoint or c.train_epochs > 0, f'{field}.checkpoint',
              'a classifier needs either a trained checkpoint or train_epochs > 0 to train one')
+
+
+def check_training_start(c, field):
+  """The one rule of where a classifier's training starts: from `init_checkpoint` (Table 4's
+  fine-tuning starts from the clean-trained classifier) or from the ImageNet weights (imagenet,
+  keras_h5), not both. `c`: a completed classifier entry; `field`: its name, e.g. classifiers.c."""
+  _require(not (c.init_checkpoint and (c.imagenet or c.keras_h5)), f'{field}.init_checkpoint',
+           'training starts from init_checkpoint or from the ImageNet weights (imagenet, '
+           'keras_h5), not both')
 
 
 def _validate_train(config, num_devices, num_processes):
@@ -186,16 +190,11 @@ RESUMABLE_CHANGES = ('train.max_epochs', 'train.early_stopping_patience', 'train
                      'data.data_dir',
                      'data.num_workers', 'data.cache',
                      'data.cache_dir', 'data.download')
-# Fields added after runs were first written: a config.json without one held this value.
-ADDED_FIELDS = {'model.conv_impl': 'auto', 'classifiers.*.init_checkpoint': '',
-                'eval_classifiers.*.init_checkpoint': ''}
 
 
 def _saved_value(saved: dict, field: str):
-  if field in saved:
-    return saved[field]
-  return next((value for pattern, value in ADDED_FIELDS.items()
-               if fnmatch.fnmatchcase(field, pattern)), None)
+  """A saved config's field; one it lacks (added since it was written) reads as its default."""
+  return saved[field] if field in saved else config_schema.default_for(field)
 
 
 def check_batch_fits(config, train_size: int):
@@ -206,22 +205,9 @@ def check_batch_fits(config, train_size: int):
            f'{train_size}')
 
 
-def reachable(path, name: str, probe, failure: str = 'cannot be read'):
-  """`probe(path)` for a local path or gs:// URL. A URL this installation cannot open, or a
-  probe that fails (gcsfs: credentials, network, no such bucket), is a ConfigError naming `name`
-  (a config field or flag)."""
-  try:
-    files.check_remote_support(path, name)
-    return probe(path)
-  except ValueError as e:
-    raise ConfigError(str(e)) from e
-  except Exception as e:  # pylint: disable=broad-except
-    raise ConfigError(f'{name}={path}: {failure} ({type(e).__name__}: {e})') from e
-
-
 def _check_path_exists(path, field):
   """A local path or gs:// URL that must exist (its bucket reachable)."""
-  _require(reachable(path, f'config.{field}', files.exists), field,
+  _require(files.reachable(path, f'config.{field}', files.exists), field,
            f'no such file or directory: {path}')
 
 
@@ -250,7 +236,7 @@ def _check_remote_workdir(workdir, flag):
     probe = os.path.join(workdir, f'.write_probe.{os.getpid()}')
     files.write_bytes(probe, b'')
     files.remove(probe)
-  reachable(workdir, flag, write_and_remove_probe, failure='cannot write there')
+  files.reachable(workdir, flag, write_and_remove_probe, failure='cannot write there')
 
 
 def _flat(tree, prefix=''):

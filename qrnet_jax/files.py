@@ -22,6 +22,8 @@ from typing import Any, Optional
 
 from etils import epath
 
+from qrnet_jax.errors import ConfigError
+
 GCS_EXTRA = "pip install -e '.[gcs]'"
 
 
@@ -229,3 +231,16 @@ def _umask() -> int:
   mask = os.umask(0)
   os.umask(mask)
   return mask
+
+
+def reachable(path, name: str, probe, failure: str = 'cannot be read'):
+  """`probe(path)` for a local path or gs:// URL. A URL this installation cannot open, or a
+  probe that fails (gcsfs: credentials, network, no such bucket), is a ConfigError naming `name`
+  (a config field or flag)."""
+  try:
+    check_remote_support(path, name)
+    return probe(path)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(f'{name}={path}: {failure} ({type(e).__name__}: {e})') from e

@@ -17,7 +17,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from qrnet_jax import checkpointing, config_validation, files, preemption, suite, train
+from qrnet_jax import checkpointing, config_validation, files, preemption, run, suite
 from qrnet_jax import workdir_lock
 from qrnet_jax.errors import ConfigError
 
@@ -74,7 +74,7 @@ def unknown_field(argv):
 def main(argv):
   del argv
   try:
-    run(_CONFIG.value, _WORKDIR.value)
+    execute(_CONFIG.value, _WORKDIR.value)
   except (ConfigError, files.DiskFullError, checkpointing.DamagedCheckpointError) as e:
     sys.exit(f'error: {e}')  # a bad field, flag or file, a full disk: the message says which
   except preemption.Preempted as e:  # SIGTERM or SIGINT: checkpointed; schedulers requeue on this
@@ -82,7 +82,8 @@ def main(argv):
     sys.exit(preemption.EXIT_STATUS)
 
 
-def run(config, workdir):
+def execute(config, workdir):
+  """One run or a suite in `workdir`, after the checks that need no data."""
   config_validation.check_workdir(workdir)
   logging.getLogger().setLevel(logging.INFO)
   # Orbax and other libraries log through absl at INFO on every save; keep the console readable.
@@ -105,7 +106,7 @@ def run(config, workdir):
     # Fail on a bad field before any data loading or compilation.
     config_validation.validate(config, num_devices=jax.device_count(),
                                num_processes=jax.process_count())
-    train.train_and_evaluate(config, workdir)
+    run.train_and_evaluate(config, workdir)
 
 
 if __name__ == '__main__':

@@ -1,28 +1,25 @@
-"""The classifiers of a run: loaded from a checkpoint, or initialised (from the official ImageNet
-weights where asked) and trained first, then split into frozen variables and the part that trains.
+"""A run's classifier variables: the official ImageNet weights' files, initial variables,
+checkpoints checked against their module, a trained classifier saved once and reused, and the
+split into frozen variables and the part that trains.
 
-A classifier "trained with the original images" trains on the clean training split; with
-`train_distorted` on Algorithm 1's clean + distorted batches instead (Table 4's fine-tuned
-classifiers). The training itself is the run's one loop (`train.fit`, passed in as `train_fn`); its
-result is saved under WORKDIR/classifiers/NAME in the weight converter's format, so it is reused by
-a rerun and is `classifiers.NAME.checkpoint` of other runs.
+run.prepare_classifiers puts these together (training a classifier with the loop where needed); a
+trained classifier is saved under WORKDIR/classifiers/NAME in the weight converter's format, so it
+is reused by a rerun and is `classifiers.NAME.checkpoint` of other runs.
 """
 import logging
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from qrnet_jax import files, steps
+from qrnet_jax import config_schema, files, steps
 from qrnet_jax.models import init_variables, variable_shapes
 from qrnet_jax.models import classifiers as classifier_lib
 from qrnet_jax.weights import convert
 
 WEIGHTS_CACHE = os.path.join(os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache')),
                              'qrnet_jax', 'weights')
-GROUPS = ('classifiers', 'eval_classifiers')
 
 
 def trained_classifier_dir(workdir, name):
@@ -45,14 +42,13 @@ def imagenet_weight_files(config, workdir) -> dict:
   """
   from qrnet_jax import weights  # pylint: disable=g-import-not-at-top
   found = {}
-  for group in GROUPS:
-    for name, c in sorted(config.get(group, {}).items()):
-      if (c.checkpoint or c.get('init_checkpoint')
-          or not (c.get('keras_h5') or c.get('imagenet', False))):
+  for group in config_schema.CLASSIFIER_GROUPS:
+    for name, c in sorted(config[group].items()):
+      if c.checkpoint or c.init_checkpoint or not (c.keras_h5 or c.imagenet):
         continue
       if is_trained(trained_classifier_dir(workdir, name)):
         continue  # trained by an earlier attempt of this run: resuming needs no download
-      keras_h5 = c.get('keras_h5')
+      keras_h5 = c.keras_h5
       if keras_h5 and files.is_remote(keras_h5):  # h5py reads local files only
         keras_h5 = files.local_copy(keras_h5, os.path.join(WEIGHTS_CACHE, 'gcs'))
       found[name] = keras_h5 or weights.fetch_weights(
@@ -120,44 +116,3 @@ def split_variables(variables, trainable_names):
   """(frozen variables, trainable params): the frozen part keeps every non-param collection."""
   trainable, frozen_params = steps.split_params(variables['params'], tuple(trainable_names))
   return {**variables, 'params': frozen_params}, trainable
-
-
-def prepare_classifiers(config, group, dataset, workdir, weight_files, train_fn):
-  """The classifiers of config.GROUP: (static specs, frozen variables, trainable params).
-
-  Each is loaded from `checkpoint`, or else initialised (from `init_checkpoint`, or its ImageNet
-  weights when given) and trained by `train_fn(name, c, spec, frozen, trainable, distorted)`, which
-  returns its variables: `c` its config entry, `spec` its steps.Classifier, `frozen` and
-  `trainable` its variables split by `clean_trainable`, `distorted` whether it trains on
-  Algorithm 1 batches. At most `train_epochs`; saved under WORKDIR/classifiers/NAME.
-  """
-  specs, frozen, trainable = [], {}, {}
-  for name, c in sorted(config.get(group, {}).items()):
-    module = classifier_lib.build_classifier(c.arch, dataset.num_classes,
-                                             dtype=jnp.dtype(config.model.dtype))
-    if c.checkpoint:
-      variables = load_classifier_checkpoint(c.checkpoint, c.arch, module, dataset.num_classes,
-                                             field=f'config.{group}.{name}.checkpoint')
-    else:
-      distorted = c.get('train_distorted', False)
-      if c.get('init_checkpoint'):
-        initial = load_classifier_checkpoint(c.init_checkpoint, c.arch, module,
-                                             dataset.num_classes,
-                                             field=f'config.{group}.{name}.init_checkpoint')
-      else:
-        initial = initial_variables(c.arch, module, dataset.num_classes,
-                                    classifier_seed(config, name), weight_files.get(name))
-      names = classifier_lib.trainable_parts(c.arch, c.get('clean_trainable', 'all'))
-      every_param = set(names) == set(initial['params'])
-      spec = classifier_spec(name, c, module, names, weight=1.,
-                             update_batch_stats=every_param and 'batch_stats' in initial)
-      variables = trained_or_saved(
-          trained_classifier_dir(workdir, name),
-          lambda: train_fn(name, c, spec, *split_variables(initial, names), distorted),
-          info={'arch': c.arch, 'num_classes': dataset.num_classes,
-                'source': f'trained on {config.data.name} images in {workdir}',
-                'distortions': list(config.distortion.types) if distorted else []})
-    names = classifier_lib.trainable_parts(c.arch, c.trainable)
-    frozen[name], trainable[name] = split_variables(variables, names)
-    specs.append(classifier_spec(name, c, module, names, c.weight))
-  return tuple(specs), frozen, trainable

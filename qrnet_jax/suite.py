@@ -29,15 +29,15 @@ from typing import Optional, Sequence
 import jax
 import ml_collections
 
-from qrnet_jax import (config_validation, files, latency, metrics, preemption, report,
-                       run_classifiers, run_names, timing, train)
+from qrnet_jax import (config_schema, config_validation, files, latency, metrics, preemption,
+                       report, run_classifiers, run_names, run_summary, timing)
+from qrnet_jax import run as run_lib
 from qrnet_jax import outcomes as outcomes_lib
 from qrnet_jax.config_validation import ConfigError
 from qrnet_jax.models import QRNet, variable_shapes
 
 RUN_LOG = 'run.log'
 RUN_TIME = 'wall_time.json'  # each finished or failed attempt of a run: its seconds and their parts
-SUMMARY = 'summary.json'
 LATENCY = 'latency.json'
 
 
@@ -73,21 +73,22 @@ def _resolved(experiment, e, run_name, spec, workdir):
   """The run's config with each classifier read from the run that trained it (its `checkpoint`,
   or its `init_checkpoint` where the run fine-tunes it on distorted images), and the experiment's
   data_dir, where set."""
-  config = ml_collections.ConfigDict(spec.config.to_dict())
+  config = config_schema.completed(spec.config)
   if e.get('data_dir'):
     config.data.data_dir = e.data_dir
   for name, source in spec.classifiers_from.items():
-    groups = [g for g in ('classifiers', 'eval_classifiers') if name in config[g]]
+    groups = [g for g in config_schema.CLASSIFIER_GROUPS if name in config[g]]
     if not groups:
       raise ConfigError(f'{_field(experiment, run_name)}.classifiers_from.{name}: the run has no '
                         f'classifier {name!r}')
     c = config[groups[0]][name]
-    field = 'init_checkpoint' if c.get('train_distorted', False) else 'checkpoint'
-    if field == 'init_checkpoint' and (c.get('imagenet', False) or c.get('keras_h5', '')):
-      raise ConfigError(f'{_field(experiment, run_name)}.config.{groups[0]}.{name}.imagenet: the '
-                        f'run fine-tunes {name!r} from run {source!r} (classifiers_from), not from '
-                        'ImageNet weights; set imagenet=False and keras_h5=""')
+    field = 'init_checkpoint' if c.train_distorted else 'checkpoint'
     c[field] = os.path.join(workdir, experiment, source, 'classifiers', name)
+    try:  # fine-tuned from that run's classifier (classifiers_from), so not from ImageNet weights
+      config_validation.check_training_start(c, f'{groups[0]}.{name}')
+    except ConfigError as e:
+      raise ConfigError(f'{_field(experiment, run_name)}.{e} (the run fine-tunes it from run '
+                        f'{source!r}: classifiers_from)') from e
   return config
 
 
@@ -96,7 +97,7 @@ def _check_source(experiment, run_name, name, source, runs):
   if source not in runs:
     raise ConfigError(f'{field}: no run {source!r} in {_field(experiment)}.runs; runs: '
                       f'{", ".join(runs)}')
-  trains = {n: c for g in ('classifiers', 'eval_classifiers')
+  trains = {n: c for g in config_schema.CLASSIFIER_GROUPS
             for n, c in runs[source].config[g].items()}
   if name not in trains or trains[name].checkpoint or name in runs[source].classifiers_from:
     raise ConfigError(f'{field}: run {source!r} does not train a classifier {name!r}')
@@ -119,7 +120,8 @@ def plan(suite_config, workdir: str, only: Sequence[str] = ()) -> list:
     for name, spec in e.runs.items():
       for classifier, source in spec.classifiers_from.items():
         _check_source(experiment, name, classifier, source, e.runs)
-      runs[name] = Run(experiment, name, spec.config, _resolved(experiment, e, name, spec, workdir),
+      runs[name] = Run(experiment, name, config_schema.completed(spec.config),
+                       _resolved(experiment, e, name, spec, workdir),
                        needs=tuple(sorted(set(spec.classifiers_from.values()))),
                        tags=tuple(spec.tags), workdir=os.path.join(workdir, experiment, name))
     wanted = [n for n, r in runs.items() if not only or set(r.tags) & set(only)]
@@ -163,7 +165,7 @@ def _as_suite_field(run: Run, check):
 def is_finished(run: Run) -> bool:
   """Whether the run wrote its summary with exactly this config."""
   path = os.path.join(run.workdir, config_validation.CONFIG_FILE)
-  if not files.is_file(os.path.join(run.workdir, SUMMARY)) or not files.is_file(path):
+  if not run_summary.exists(run.workdir) or not files.is_file(path):
     return False
   return files.read_text(path) == config_validation.config_json(run.config)
 
@@ -180,7 +182,7 @@ def check_runs(runs: list, num_devices: int):
     _as_suite_field(run, lambda: run_classifiers.imagenet_weight_files(run.config, run.workdir))
 
 
-def execute(run: Run, devices=None) -> dict:
+def execute(run: Run, devices=None, show_progress=True) -> run_summary.RunSummary:
   """train_and_evaluate in the run's workdir, logging to its run.log; its wall time and where it
   went (timing.py) recorded in RUN_TIME, one entry per attempt."""
   files.make_dirs(run.workdir)
@@ -188,7 +190,7 @@ def execute(run: Run, devices=None) -> dict:
   with _logging_to(log_path), timing.stopwatch() as watch:
     start = time.perf_counter()
     try:
-      return train.train_and_evaluate(run.config, run.workdir, devices)
+      return run_lib.train_and_evaluate(run.config, run.workdir, devices, show_progress)
     except preemption.Preempted as e:
       logging.warning('%s: %s', run.id, e)
       raise
@@ -232,7 +234,7 @@ def expected_cost(run: Run) -> float:
   images = c.data.max_train_examples or 50_000
   restorer = (c.train.pretrain_epochs + 2 * c.train.max_epochs) * (2 + len(c.classifiers))
   trained = sum(x.train_epochs * (2 if x.train_distorted else 1)
-                for group in ('classifiers', 'eval_classifiers') for x in c[group].values()
+                for group in config_schema.CLASSIFIER_GROUPS for x in c[group].values()
                 if not x.checkpoint)
   return float(images * (restorer + trained))
 
@@ -324,9 +326,8 @@ def _execute_in_worker(run: Run, compilation_cache_dir):
   logging.getLogger('absl').setLevel(logging.WARNING)
   if compilation_cache_dir:
     jax.config.update('jax_compilation_cache_dir', compilation_cache_dir)
-  train.SHOW_PROGRESS_BARS = False
   with preemption.handling():  # the suite's process passes SIGTERM and SIGINT on
-    return execute(run)
+    return execute(run, show_progress=False)
 
 
 def concurrent_runs(suite_config) -> int:
@@ -401,19 +402,18 @@ def _experiment_results(suite_config, workdir, name) -> dict:
   runs, image_size = {}, None
   for run_name, spec in e.runs.items():
     run_dir = os.path.join(workdir, name, run_name)
-    summary = files.read_json(os.path.join(run_dir, SUMMARY))
+    summary = run_summary.read(run_dir)
     if summary is None:
       continue
     image_size = spec.config.data.image_size
-    samples = os.path.join(run_dir, train.SAMPLES_FILE)
-    info = summary['data']
+    samples = os.path.join(run_dir, run_lib.SAMPLES_FILE)
     outcomes = os.path.join(run_dir, outcomes_lib.OUTCOMES_FILE)
     runs[run_name] = {
-        'test': summary['test'], **run_time(run_dir),
+        'test': summary.test, **run_time(run_dir),
         'samples': samples if files.is_file(samples) else None,
         'outcomes': outcomes if files.is_file(outcomes) else None,
-        'images': info.get('used_sizes') or info.get('split_sizes'),
-        'devices': f'{summary["devices"]} x {summary.get("device_kind", "?")}'}
+        'images': summary.images,
+        'devices': f'{summary.devices} x {summary.device_kind}'}
   classifier_run = run_names.classifier_run(e.classifier)
   return {
       'name': name, 'title': e.title, 'classifier': e.classifier, 'unseen': e.unseen or None,
@@ -438,11 +438,11 @@ def _latency(suite_config, workdir, name, classifier_run) -> dict:
   if measured is None:
     e = suite_config.experiments[name]
     config = e.runs[classifier_run].config
-    summary = files.read_json(os.path.join(workdir, name, classifier_run, SUMMARY))
+    summary = run_summary.read(os.path.join(workdir, name, classifier_run))
     arch = config.eval_classifiers[e.classifier].arch
     logging.info('measuring the latency of %s and of QRNet + %s', arch, arch)
     measured = latency.latency_for(
-        arch, summary['data'].get('num_classes', config.data.num_classes),
+        arch, summary.data.get('num_classes', config.data.num_classes),
         config.data.image_size, dtype=config.model.dtype,
         batch_sizes=tuple(suite_config.latency.batch_sizes), repeats=suite_config.latency.repeats)
     metrics.write_json(path, measured)

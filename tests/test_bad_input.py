@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from configs import default
-from qrnet_jax import config_validation, data, distortions, files, train
+from qrnet_jax import config_validation, data, distortions, files, run
 from qrnet_jax.config_validation import ConfigError
 from qrnet_jax.data import splits
 
@@ -103,7 +103,7 @@ def test_batch_larger_than_the_training_split_is_refused_before_compilation(tmp_
   monkeypatch.setattr(jax, 'jit', lambda *a, **k: pytest.fail('compiled before the check'))
   with pytest.raises(ConfigError, match=r'config.train.batch_size: 64 is larger than the training '
                                         r'split \(\d+ images\)'):
-    train.train_and_evaluate(config, str(tmp_path), jax.devices()[:1])
+    run.train_and_evaluate(config, str(tmp_path), jax.devices()[:1])
 
 
 def test_missing_fashion_mnist_data_dir_is_refused_when_not_downloading(tmp_path):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
-from qrnet_jax import checkpointing, files, preemption, train, workdir_lock
+from qrnet_jax import checkpointing, files, preemption, run, workdir_lock
 from tests.test_gcs import BUCKET, gcs  # pylint: disable=unused-import (a fixture)
 from tests.test_launch import _install, checkout, launch, recorded  # pylint: disable=unused-import
 from tests.test_multihost import free_port, multiprocess_env
@@ -209,7 +209,7 @@ def test_several_processes_save_at_the_step_jax_sync_point_names(tmp_path, monke
   monkeypatch.setattr(preemption, 'jax', type('Jax', (), {'process_count': lambda: 2}))
   monkeypatch.setattr(preemption.multihost_utils, 'reached_preemption_sync_point', sync_point)
   with pytest.raises(preemption.Preempted, match='stopped at step 5, after its checkpoint'):
-    train.train_and_evaluate(tiny_run_config(), str(tmp_path), jax.devices()[:1])
+    run.train_and_evaluate(tiny_run_config(), str(tmp_path), jax.devices()[:1])
   assert set(asked) == {1, 2, 3, 4, 5}  # the classifier's first steps (Orbax asks at saves too)
   assert committed_steps(tmp_path / 'classifiers' / 'small_vgg') == [3, 5]
 
@@ -226,7 +226,7 @@ def test_full_disk_at_a_checkpoint_stops_naming_it_and_keeps_the_last_one(whole,
   with pytest.raises(files.DiskFullError,
                      match=rf'no space left to write {workdir}/checkpoints/latest \(\d+ bytes '
                            r'needed, \d+ free there\)'):
-    train.train_and_evaluate(tiny_run_config(**{'train.max_epochs': 4}), str(workdir),
+    run.train_and_evaluate(tiny_run_config(**{'train.max_epochs': 4}), str(workdir),
                              jax.devices()[:1])
   assert committed_steps(workdir) == before
   step, params = latest_params(workdir)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qrnet_jax import config_validation, data, files, steps, train
+from qrnet_jax import config_validation, data, files, run, steps
 from qrnet_jax.errors import ConfigError
 from tests.test_train import Killed, latest_params, tiny_run_config
 
@@ -138,25 +138,25 @@ def test_run_on_gcs_killed_and_resumed_equals_the_local_run(gcs, tmp_path, monke
   config = tiny_run_config(**{'train.evaluate_test': True})
   local = str(tmp_path / 'local')
   remote = f'{gcs}/runs/tiny'
-  local_summary = train.train_and_evaluate(config, local, devices)
+  local_summary = run.train_and_evaluate(config, local, devices)
 
   config_validation.check_workdir(remote)
   monkeypatch.setattr(steps, 'jit_train_step', _dies_at_step(14))  # in QRNet's Algorithm 1 epochs
   with pytest.raises(Killed):
-    train.train_and_evaluate(config, remote, devices)
+    run.train_and_evaluate(config, remote, devices)
   assert files.is_file(f'{remote}/config.json') and not files.exists(f'{remote}/summary.json')
   monkeypatch.undo()
-  remote_summary = train.train_and_evaluate(config, remote, devices)
+  remote_summary = run.train_and_evaluate(config, remote, devices)
 
   local_step, local_params = latest_params(local)
   remote_step, remote_params = latest_params(remote)
   assert remote_step == local_step > 14
   jax.tree.map(np.testing.assert_array_equal, remote_params, local_params)
-  assert remote_summary['test'] == local_summary['test']
-  assert remote_summary['workdir'] == remote
+  assert remote_summary.test == local_summary.test
+  assert remote_summary.workdir == remote
   assert json.loads(files.read_text(f'{remote}/summary.json'))['final_step'] == remote_step
-  with np.load(io.BytesIO(files.read_bytes(f'{remote}/{train.SAMPLES_FILE}'))) as remote_samples, \
-       np.load(os.path.join(local, train.SAMPLES_FILE)) as local_samples:
+  with np.load(io.BytesIO(files.read_bytes(f'{remote}/{run.SAMPLES_FILE}'))) as remote_samples, \
+       np.load(os.path.join(local, run.SAMPLES_FILE)) as local_samples:
     np.testing.assert_array_equal(remote_samples['restored'], local_samples['restored'])
   assert _relative_files(remote) == _relative_files(local)
   assert {'config.json', 'summary.json', 'accuracy_by_level.png', 'tensorboard/events',

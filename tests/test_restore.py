@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from configs import default
-from qrnet_jax import checkpointing, parallel, run_classifiers, steps, train
+from qrnet_jax import checkpointing, parallel, run, steps
 from qrnet_jax.data.synthetic import synthetic_images
 from qrnet_jax.models import QRNet, init_variables
 from qrnet_jax.restore import __main__ as cli
@@ -39,7 +39,7 @@ def run_dir(tmp_path_factory):
   config.train.batch_size, config.train.pretrain_epochs, config.train.max_epochs = 8, 0, 1
   config.train.evaluate_test = False
   config.classifiers.small_vgg.train_epochs = 1
-  train.train_and_evaluate(config, str(root / 'run'))
+  run.train_and_evaluate(config, str(root / 'run'))
   return str(root / 'run')
 
 
@@ -165,13 +165,15 @@ def test_tiles_keep_every_pixel_once():
 
 
 def _run_state_and_classifier(run_dir):
-  """The run's best QRNet parameters and its classifier, as train.py builds and restores them."""
+  """The run's best QRNet parameters and its classifier, as run.py builds and restores them."""
   config = trained.read_config(run_dir)
-  specs, frozen, trainable = run_classifiers.prepare_classifiers(
+  prepared = run.prepare_classifiers(
       config, 'classifiers', types.SimpleNamespace(num_classes=len(CLASS_NAMES)), run_dir, {},
       None)
+  specs = tuple(p.spec for p in prepared)
+  frozen = {p.name: p.frozen for p in prepared}
   state = steps.create_train_state(init_variables(QRNet(small=True), 0, SIZE)['params'],
-                                   trainable, optax.adam(1e-3), 0)
+                                   {p.name: p.trainable for p in prepared}, optax.adam(1e-3), 0)
   abstract = checkpointing.abstract_like(jax.device_put(state, jax.devices()[0]))
   manager = checkpointing.Checkpoints(run_dir)
   try:

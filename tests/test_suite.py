@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from configs.suites import default as default_suite
-from qrnet_jax import preemption, suite, timing, train
+from qrnet_jax import preemption, suite, timing
+from qrnet_jax import run as run_lib
 from qrnet_jax.report.tables import TABLE_TITLES
 from qrnet_jax.config_validation import ConfigError
 
@@ -288,7 +289,7 @@ def quick_suite():
 def no_training(monkeypatch):
   def fail(*args, **kwargs):
     raise AssertionError('a run started')
-  monkeypatch.setattr(train, 'train_and_evaluate', fail)
+  monkeypatch.setattr(run_lib, 'train_and_evaluate', fail)
 
 
 def test_runs_come_after_the_runs_they_read(tmp_path):
@@ -310,6 +311,12 @@ def test_runs_come_after_the_runs_they_read(tmp_path):
     (lambda c: c.experiments.fashion_mnist.runs.qrnet.classifiers_from.update(
         {'small_vgg': 'recnet'}),
      r"classifiers_from.small_vgg: run 'recnet' does not train a classifier 'small_vgg'"),
+    # The fine-tuned classifier starts from the clean-trained one it reads, not ImageNet weights.
+    (lambda c: c.experiments.fashion_mnist.runs.finetuned.config.eval_classifiers.small_vgg.update(
+        {'imagenet': True}),
+     r"config.experiments.fashion_mnist.runs.finetuned.config.eval_classifiers.small_vgg."
+     r"init_checkpoint: training starts from init_checkpoint or from the ImageNet weights .* "
+     r"not both \(the run fine-tunes it from run 'classifier_small_vgg'"),
 ])
 def test_bad_suite_structure_is_refused_naming_the_field(tmp_path, no_training, change, message):
   config = quick_suite()
@@ -346,11 +353,11 @@ def test_changed_run_config_is_refused(tiny_suite, tmp_path, no_training):
 
 
 def test_failed_run_stops_the_suite_naming_the_run_and_its_log(tmp_path, monkeypatch):
-  def fail(config, workdir, devices=None):
+  def fail(config, workdir, devices=None, show_progress=True):
     import logging  # pylint: disable=g-import-not-at-top
     logging.info('starting %s', workdir)
     raise FloatingPointError('loss is nan')
-  monkeypatch.setattr(train, 'train_and_evaluate', fail)
+  monkeypatch.setattr(run_lib, 'train_and_evaluate', fail)
   config = quick_suite()
   config.concurrent_runs = 1
   with pytest.raises(suite.SuiteRunError) as error:

@@ -17,9 +17,9 @@ import optax
 import pytest
 
 from configs import default
-from qrnet_jax import (checkpointing, config_validation, data, distortions, evaluate, metrics,
-                       parallel, run_classifiers, steps, train)
-from qrnet_jax.models import QRNet
+from qrnet_jax import (checkpointing, config_schema, config_validation, data, distortions,
+                       evaluate, loop, metrics, parallel, run, run_classifiers, steps)
+from qrnet_jax.models import QRNet, init_variables
 from qrnet_jax.models.small import SmallResNet, SmallVGG
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,7 +42,7 @@ def _data_config(num_examples, num_classes):
 def random_classifier(seed, module=None):
   """SmallResNet with random weights and random BatchNorm statistics (so the BN mode matters)."""
   module = module or SmallResNet(num_classes=4)
-  variables = jax.device_get(train.init_variables(module, seed, SIZE))
+  variables = jax.device_get(init_variables(module, seed, SIZE))
   rng = np.random.default_rng(seed)
   variables['batch_stats'] = jax.tree_util.tree_map_with_path(
       lambda path, x: (rng.uniform(0.5, 2., x.shape) if 'var' in jax.tree_util.keystr(path)
@@ -59,7 +59,7 @@ def setup_step(mesh, trainable=(), small=True, seed=0):
   frozen = {'clf': {**variables, 'params': frozen_params}}
   classifier = steps.Classifier('clf', classifier_module, weight=0.01, trainable=trainable)
   tx = optax.adam(1e-3)
-  state = steps.create_train_state(train.init_variables(qrnet, seed, SIZE)['params'],
+  state = steps.create_train_state(init_variables(qrnet, seed, SIZE)['params'],
                                    {'clf': trainable_params}, tx, seed)
   step_fn = steps.jit_train_step(mesh, qrnet=qrnet, classifiers=(classifier,), tx=tx,
                                  distortion=SPEC)
@@ -94,7 +94,7 @@ def test_training_lowers_loss_and_frozen_classifier_is_untouched():
 def test_loss_uses_frozen_classifier_in_inference_mode_and_no_gradient_reaches_it():
   module, variables = random_classifier(5)
   qrnet = QRNet(small=True)
-  params = {'qrnet': train.init_variables(qrnet, 0, SIZE)['params'], 'classifiers': {}}
+  params = {'qrnet': init_variables(qrnet, 0, SIZE)['params'], 'classifiers': {}}
   classifier = steps.Classifier('clf', module, weight=0.01)
   images = jax.random.uniform(jax.random.PRNGKey(1), (6, SIZE, SIZE, 3))
   labels = jnp.arange(6) % 4
@@ -179,7 +179,7 @@ def latest_params(workdir):
   """(step, params) of the newest checkpoint of a tiny run, restored onto this process's first
   device whatever devices and processes wrote it."""
   tx = optax.adam(1e-3)
-  state = steps.create_train_state(train.init_variables(QRNet(small=True), 0, SIZE)['params'],
+  state = steps.create_train_state(init_variables(QRNet(small=True), 0, SIZE)['params'],
                                    {'small_vgg': {}}, tx, 0)
   abstract = checkpointing.abstract_like(jax.device_put(state, jax.devices()[0]))
   manager = checkpointing.Checkpoints(str(workdir))
@@ -235,12 +235,12 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
   devices = jax.devices()[:1]
-  train.train_and_evaluate(tiny_run_config(**{'train.max_epochs': 1}), str(tmp_path), devices)
+  run.train_and_evaluate(tiny_run_config(**{'train.max_epochs': 1}), str(tmp_path), devices)
   good = committed_steps(tmp_path)
   monkeypatch.setattr(steps.losses, 'quality_loss',
                       lambda restored, target: jnp.full(restored.shape[:1], jnp.nan))
   with pytest.raises(metrics.NonFiniteLossError, match='non-finite'):
-    train.train_and_evaluate(tiny_run_config(**{'train.max_epochs': 3}), str(tmp_path), devices)
+    run.train_and_evaluate(tiny_run_config(**{'train.max_epochs': 3}), str(tmp_path), devices)
   assert committed_steps(tmp_path) == good
 
 
@@ -259,10 +259,10 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
 def test_bad_config_fails_before_data_or_compilation(tmp_path, monkeypatch, field, value, message):
   def forbidden(*args, **kwargs):
     raise AssertionError('data loading or compilation started before the config was checked')
-  monkeypatch.setattr(train.data, 'load_dataset', forbidden)
+  monkeypatch.setattr(run.data, 'load_dataset', forbidden)
   monkeypatch.setattr(jax, 'jit', forbidden)
   with pytest.raises(config_validation.ConfigError, match=message.replace('(', r'\(')):
-    train.train_and_evaluate(tiny_run_config(**{field: value}), str(tmp_path), jax.devices()[:4])
+    run.train_and_evaluate(tiny_run_config(**{field: value}), str(tmp_path), jax.devices()[:4])
 
 
 def test_batch_divisibility_has_one_message_with_the_nearest_sizes():
@@ -296,7 +296,7 @@ def test_cli_names_the_bad_field(tmp_path):
 def test_classifier_checkpoint_is_checked_against_the_config(tmp_path):
   from qrnet_jax.weights import convert
   module = SmallVGG(num_classes=4)
-  variables = jax.device_get(train.init_variables(module, 0, SIZE))
+  variables = jax.device_get(init_variables(module, 0, SIZE))
   convert.save_converted(str(tmp_path), variables, {'arch': 'small_vgg', 'num_classes': 4})
   loaded = run_classifiers.load_classifier_checkpoint(str(tmp_path), 'small_vgg', module, 4)
   jax.tree.map(np.testing.assert_array_equal, loaded, variables)
@@ -307,12 +307,12 @@ def test_classifier_checkpoint_is_checked_against_the_config(tmp_path):
     run_classifiers.load_classifier_checkpoint(str(tmp_path), 'small_vgg', SmallVGG(num_classes=10), 10)
 
 
-def test_finetuning_starts_from_init_checkpoint(tmp_path):
+def test_finetuning_starts_from_init_checkpoint(tmp_path, monkeypatch):
   """Table 4's fine-tuned classifier starts from the clean-trained one's variables, all of them."""
   from qrnet_jax.weights import convert
   dataset = tiny_dataset()
   module = SmallVGG(num_classes=dataset.num_classes)
-  clean = jax.device_get(train.init_variables(module, 7, SIZE))
+  clean = jax.device_get(init_variables(module, 7, SIZE))
   convert.save_converted(str(tmp_path / 'clean'), clean,
                          {'arch': 'small_vgg', 'num_classes': dataset.num_classes})
   config = default.get_config()
@@ -322,12 +322,12 @@ def test_finetuning_starts_from_init_checkpoint(tmp_path):
   config_validation.validate(config)
   started_from = []
 
-  def capture(name, c, spec, frozen, trainable, distorted):
-    started_from.append(({**frozen, 'params': {**frozen['params'], **trainable}}, distorted))
-    return started_from[-1][0]
+  def capture(config, dataset, mesh, workdir, spec, c, initial, trainable_names, show_progress):
+    started_from.append((initial, c.train_distorted))
+    return initial
 
-  run_classifiers.prepare_classifiers(config, 'eval_classifiers', dataset, str(tmp_path / 'run'),
-                                      {}, capture)
+  monkeypatch.setattr(run, 'train_classifier', capture)
+  run.prepare_classifiers(config, 'eval_classifiers', dataset, str(tmp_path / 'run'), {}, None)
   (variables, distorted), = started_from
   assert distorted
   jax.tree.map(np.testing.assert_array_equal, variables, clean)
@@ -349,27 +349,27 @@ def test_missing_imagenet_weights_fail_at_once_naming_the_field(tmp_path, monkey
     monkeypatch.setitem(fetch.KERAS_WEIGHTS, arch, dataclasses.replace(
         info, url=f'http://127.0.0.1:{port}/{info.filename}'))
   monkeypatch.setattr(run_classifiers, 'WEIGHTS_CACHE', str(tmp_path))
-  monkeypatch.setattr(train.data, 'load_dataset', lambda *a: pytest.fail('loaded data first'))
+  monkeypatch.setattr(run.data, 'load_dataset', lambda *a: pytest.fail('loaded data first'))
   config = paper.get_config('method=mqrnet')
   config.data.name, config.data.image_size = 'synthetic', SIZE
   start = time.time()
   with pytest.raises(fetch.WeightsUnavailableError,
                      match=r'set config.classifiers.inception_v3.keras_h5 to its path'):
-    train.train_and_evaluate(config, str(tmp_path / 'run'), jax.devices()[:1])
+    run.train_and_evaluate(config, str(tmp_path / 'run'), jax.devices()[:1])
   assert time.time() - start < 30
 
 
 def test_rerun_with_a_trajectory_changing_config_is_refused(tmp_path):
-  train.train_and_evaluate(tiny_run_config(**{'train.max_epochs': 1}), str(tmp_path),
+  run.train_and_evaluate(tiny_run_config(**{'train.max_epochs': 1}), str(tmp_path),
                            jax.devices()[:1])
   with pytest.raises(ValueError, match=r"config.train.learning_rate: 0.001 -> 0.01"):
-    train.train_and_evaluate(tiny_run_config(**{'train.learning_rate': 0.01}), str(tmp_path),
+    run.train_and_evaluate(tiny_run_config(**{'train.learning_rate': 0.01}), str(tmp_path),
                              jax.devices()[:1])
   # Allowed: more epochs, another log interval.
-  summary = train.train_and_evaluate(
+  summary = run.train_and_evaluate(
       tiny_run_config(**{'train.max_epochs': 2, 'train.log_every_steps': 2}), str(tmp_path),
       jax.devices()[:1])
-  assert summary['epochs'] == 3
+  assert summary.epochs == 3
 
 
 def test_run_written_before_a_field_existed_resumes_with_its_implicit_value(tmp_path):
@@ -385,6 +385,34 @@ def test_run_written_before_a_field_existed_resumes_with_its_implicit_value(tmp_
   (tmp_path / config_validation.CONFIG_FILE).write_text(json.dumps(written))
   with pytest.raises(ValueError, match=r"config.model.small: None -> True"):
     config_validation.check_config_unchanged(config, str(tmp_path))
+
+
+def test_a_config_without_the_optional_fields_is_completed_once_with_their_defaults():
+  """An old run's config.json (no eval_classifiers, data fields, classifier options) reads as the
+  config with those fields at their defaults; a config with every field is left as it is."""
+  full = tiny_run_config()
+  assert config_validation.config_json(config_schema.completed(full)) == (
+      config_validation.config_json(full))
+  old = json.loads(config_validation.config_json(full))
+  del old['eval_classifiers'], old['model']['conv_impl'], old['train']['eval_batch_size']
+  for field in ('resize', 'cache', 'split_seed', 'max_test_examples', 'download'):
+    del old['data'][field]
+  for field in ('imagenet', 'keras_h5', 'clean_trainable', 'train_distorted', 'init_checkpoint',
+                'learning_rate'):
+    del old['classifiers']['small_vgg'][field]
+  completed = config_schema.completed(ml_collections.ConfigDict(old))
+  assert completed.eval_classifiers == ml_collections.ConfigDict()
+  assert (completed.model.conv_impl, completed.train.eval_batch_size) == ('auto', 256)
+  assert (completed.data.resize, completed.data.cache, completed.data.split_seed,
+          completed.data.max_test_examples, completed.data.download) == (
+              'squash', 'memory', 0, None, True)
+  c = completed.classifiers.small_vgg
+  assert (c.imagenet, c.keras_h5, c.clean_trainable, c.train_distorted, c.init_checkpoint,
+          c.learning_rate) == (False, '', 'all', False, '', 1e-3)
+  config_validation.validate(ml_collections.ConfigDict(old))  # checked at the defaults
+  with pytest.raises(config_validation.ConfigError, match='config.model.small: missing'):
+    del old['model']['small']  # a field every config has
+    config_validation.validate(ml_collections.ConfigDict(old))
 
 
 def test_paper_config_uses_whole_splits_and_imagenet_classifiers():
@@ -403,7 +431,7 @@ def test_evaluation_does_not_depend_on_batch_size_or_devices():
   dataset = tiny_dataset(num_examples=60)
   module, variables = random_classifier(3)
   qrnet = QRNet(small=True)
-  params = {'qrnet': train.init_variables(qrnet, 0, SIZE)['params'], 'classifiers': {}}
+  params = {'qrnet': init_variables(qrnet, 0, SIZE)['params'], 'classifiers': {}}
   classifier = steps.Classifier('clf', module, weight=0.01)
   results = [evaluate.evaluate_by_level(
       params, {'clf': variables}, dataset.test, spec=SPEC, qrnet=qrnet, classifiers=(classifier,),
@@ -427,7 +455,7 @@ def test_evaluation_does_not_depend_on_batch_size_or_devices():
 def test_fine_tuned_classifier_trains_on_clean_and_distorted_batches():
   """The one train step without QRNet: a classifier on Algorithm 1's batch, lambda = 1."""
   module = SmallVGG(num_classes=4)
-  variables = jax.device_get(train.init_variables(module, 0, SIZE))
+  variables = jax.device_get(init_variables(module, 0, SIZE))
   tx = optax.adam(1e-3)
   state = steps.create_train_state(None, {'clf': variables['params']}, tx, seed=7)
   classifier = steps.Classifier('clf', module, weight=1., trainable=tuple(variables['params']))
@@ -459,7 +487,7 @@ def classifier_training_config(**overrides):
 def trained_classifier(workdir):
   from qrnet_jax.weights import convert
   path = run_classifiers.trained_classifier_dir(str(workdir), 'clf')
-  with open(os.path.join(path, train.TRAINING_RECORD)) as f:
+  with open(os.path.join(path, run.TRAINING_RECORD)) as f:
     record = json.load(f)
   return convert.load_converted(path), record
 
@@ -470,7 +498,7 @@ class Killed(Exception):
 
 def test_killed_classifier_training_resumes_to_the_same_variables(tmp_path, monkeypatch):
   devices = jax.devices()[:1]
-  train.train_and_evaluate(classifier_training_config(), str(tmp_path / 'whole'), devices)
+  run.train_and_evaluate(classifier_training_config(), str(tmp_path / 'whole'), devices)
   whole, whole_record = trained_classifier(tmp_path / 'whole')
   assert whole_record['epoch'] == 3 and not whole_record['stopped_early']
   real_jit = steps.jit_train_step
@@ -486,13 +514,13 @@ def test_killed_classifier_training_resumes_to_the_same_variables(tmp_path, monk
   monkeypatch.setattr(steps, 'jit_train_step', dies_at_step_11)
   killed_dir = tmp_path / 'killed'
   with pytest.raises(Killed):
-    train.train_and_evaluate(classifier_training_config(), str(killed_dir), devices)
+    run.train_and_evaluate(classifier_training_config(), str(killed_dir), devices)
   clf_dir = run_classifiers.trained_classifier_dir(str(killed_dir), 'clf')
   per_epoch = data.steps_per_epoch(len(tiny_dataset().train), 8)
   assert max(committed_steps(clf_dir)) == 10 and 10 % per_epoch  # inside epoch 2
   assert not run_classifiers.is_trained(clf_dir)
   monkeypatch.setattr(steps, 'jit_train_step', real_jit)
-  train.train_and_evaluate(classifier_training_config(), str(killed_dir), devices)
+  run.train_and_evaluate(classifier_training_config(), str(killed_dir), devices)
   resumed, resumed_record = trained_classifier(killed_dir)
   jax.tree.map(np.testing.assert_array_equal, resumed, whole)
   drop_speed = lambda history: [{**h, 'train': {k: v for k, v in h['train'].items()
@@ -502,41 +530,41 @@ def test_killed_classifier_training_resumes_to_the_same_variables(tmp_path, monk
 
 def test_classifier_training_stops_early_and_keeps_its_best_epoch(tmp_path, monkeypatch):
   devices = jax.devices()[:1]
-  real_terms = train.validation_terms
+  real_terms = loop.validation_terms
 
   def validation_losses(*losses):
     losses = iter(losses)
-    monkeypatch.setattr(train, 'validation_terms', lambda *args, **kwargs: {
+    monkeypatch.setattr(loop, 'validation_terms', lambda *args, **kwargs: {
         **real_terms(*args, **kwargs), 'loss': next(losses)})
   validation_losses(1.0, 0.5)
   config = classifier_training_config()
   config.eval_classifiers.clf.train_epochs = 2
-  train.train_and_evaluate(config, str(tmp_path / 'two_epochs'), devices)
+  run.train_and_evaluate(config, str(tmp_path / 'two_epochs'), devices)
   two_epochs, _ = trained_classifier(tmp_path / 'two_epochs')
   validation_losses(1.0, 0.5, 0.7, 0.8, 0.9, 1.0)  # best after epoch 2, then worse
   config = classifier_training_config(**{'train.early_stopping_patience': 2,
                                          'train.evaluate_test': True})
   config.eval_classifiers.clf.train_epochs = 6
-  summary = train.train_and_evaluate(config, str(tmp_path / 'stopped'), devices)
+  summary = run.train_and_evaluate(config, str(tmp_path / 'stopped'), devices)
   stopped, record = trained_classifier(tmp_path / 'stopped')
   assert (record['epoch'], record['best_epoch'], record['stopped_early']) == (4, 2, True)
   # The classifier it keeps is the best epoch's: the same as a run that ended there.
   jax.tree.map(np.testing.assert_array_equal, stopped, two_epochs)
-  assert set(summary['test']['noise/20']) == {'none/psnr', 'none/ssim', 'none/clf/accuracy'}
+  assert set(summary.test['noise/20']) == {'none/psnr', 'none/ssim', 'none/clf/accuracy'}
 
 
 def test_kill_between_latest_and_best_commits_resumes_to_the_same_best(tmp_path, monkeypatch):
   """A kill after 'latest' committed a new best epoch but before 'best' did: the restarted run
   writes that best again and keeps it, as an uninterrupted run does."""
   devices = jax.devices()[:1]
-  real_terms = train.validation_terms
+  real_terms = loop.validation_terms
 
   def validation_losses(*losses):
     losses = iter(losses)
-    monkeypatch.setattr(train, 'validation_terms', lambda *args, **kwargs: {
+    monkeypatch.setattr(loop, 'validation_terms', lambda *args, **kwargs: {
         **real_terms(*args, **kwargs), 'loss': next(losses)})
   validation_losses(1.0, 0.5, 0.7)  # epoch 2 is the last that improves
-  train.train_and_evaluate(classifier_training_config(), str(tmp_path / 'whole'), devices)
+  run.train_and_evaluate(classifier_training_config(), str(tmp_path / 'whole'), devices)
   whole, whole_record = trained_classifier(tmp_path / 'whole')
   assert whole_record['best_epoch'] == 2
   real_save_best = checkpointing.Checkpoints._save_best
@@ -549,7 +577,7 @@ def test_kill_between_latest_and_best_commits_resumes_to_the_same_best(tmp_path,
   validation_losses(1.0, 0.5)
   killed_dir = tmp_path / 'killed'
   with pytest.raises(Killed):
-    train.train_and_evaluate(classifier_training_config(), str(killed_dir), devices)
+    run.train_and_evaluate(classifier_training_config(), str(killed_dir), devices)
   checkpoints = os.path.join(run_classifiers.trained_classifier_dir(str(killed_dir), 'clf'),
                              'checkpoints')
   best_steps = lambda: sorted(int(n) for n in os.listdir(os.path.join(checkpoints, 'best'))
@@ -559,7 +587,7 @@ def test_kill_between_latest_and_best_commits_resumes_to_the_same_best(tmp_path,
   assert best_steps() == [per_epoch]  # 'best' still holds epoch 1
   monkeypatch.setattr(checkpointing.Checkpoints, '_save_best', real_save_best)
   validation_losses(0.7)
-  train.train_and_evaluate(classifier_training_config(), str(killed_dir), devices)
+  run.train_and_evaluate(classifier_training_config(), str(killed_dir), devices)
   resumed, resumed_record = trained_classifier(killed_dir)
   assert best_steps() == [2 * per_epoch]
   assert resumed_record['best_epoch'] == 2
@@ -571,13 +599,13 @@ def test_empty_config_json_and_classifier_json_are_taken_as_not_written(tmp_path
   writes them again and ends with the same classifier."""
   devices = jax.devices()[:1]
   config = classifier_training_config()
-  train.train_and_evaluate(config, str(tmp_path), devices)
+  run.train_and_evaluate(config, str(tmp_path), devices)
   before, _ = trained_classifier(tmp_path)
   clf_dir = run_classifiers.trained_classifier_dir(str(tmp_path), 'clf')
   for path in (tmp_path / 'config.json', os.path.join(clf_dir, 'classifier.json')):
     open(path, 'w').close()
   assert not run_classifiers.is_trained(clf_dir)
-  train.train_and_evaluate(config, str(tmp_path), devices)
+  run.train_and_evaluate(config, str(tmp_path), devices)
   after, _ = trained_classifier(tmp_path)
   jax.tree.map(np.testing.assert_array_equal, after, before)
   assert run_classifiers.is_trained(clf_dir)

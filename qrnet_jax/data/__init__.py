@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from qrnet_jax import config_validation, files
+from qrnet_jax import config_schema, files
 from qrnet_jax.data import fashion_mnist as fashion_mnist_lib
 from qrnet_jax.data import folder as folder_lib
 from qrnet_jax.data import splits as splits_lib
@@ -37,25 +37,6 @@ from qrnet_jax.errors import ConfigError
 
 DATASETS = ('synthetic', 'fashion_mnist', 'folder', 'caltech101', 'caltech256', 'tfds')
 
-# Fields of config.data read here beyond name, image_size, data_dir (and num_examples, num_classes
-# for synthetic), with the defaults used when the config lacks them.
-DEFAULTS = dict(
-    resize='squash',  # 'squash' | 'center_crop' (images.RESIZE_POLICIES)
-    cache='memory',  # 'memory' | 'disk' | 'none': decode once, or every batch
-    cache_dir='',  # for cache='disk'; '' = <state dir>/.qrnet_cache
-    num_workers=0,  # decoding processes; 0 = threads of the main process (fastest on few cores)
-    split_file='',  # '' = <state dir>/qrnet_split_<name>.json
-    split_seed=0,  # the split's seed, independent of the run's seed: the split is made once
-    keep_background_class=False,  # caltech101 BACKGROUND_Google / caltech256 257.clutter
-    archive_checksum='',  # 'sha256:HEX' | 'md5:HEX'; '' = the official table in folder.py
-    download=True,  # fashion_mnist: fetch the files when found nowhere
-    tfds_name='',  # tfds: dataset name (optionally name:version)
-    tfds_image_key='image',
-    tfds_label_key='label',
-    max_train_examples=0,  # 0 = all; else a fixed random subset of the train split (CPU runs)
-    max_eval_examples=0,  # likewise for the validation split (and the test split, by default)
-    max_test_examples=None,  # the test split's subset; None = max_eval_examples
-)
 CACHE_ROOT = os.path.join(os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache')),
                           'qrnet_jax')
 
@@ -70,32 +51,28 @@ class Dataset:
   info: dict = dataclasses.field(default_factory=dict)
 
 
-def _get(data_config, field):
-  value = data_config.get(field, DEFAULTS[field])
-  return DEFAULTS[field] if value is None else value
-
-
 def validate_data_config(data_config) -> None:
   """Raises ConfigError naming the field for bad values; reads no data (cheap stat calls only)."""
+  data_config = config_schema.completed_data(data_config)
   name = data_config.get('name', None)
   if name not in DATASETS:
     raise ConfigError(f'config.data.name: unknown dataset {name!r}; allowed: {DATASETS}')
   size = data_config.get('image_size', None)
   if not isinstance(size, int) or isinstance(size, bool) or size < 1:
     raise ConfigError(f'config.data.image_size: {size!r}; must be a positive integer')
-  if _get(data_config, 'resize') not in RESIZE_POLICIES:
-    raise ConfigError(f"config.data.resize: {_get(data_config, 'resize')!r}; allowed: "
+  if data_config.resize not in RESIZE_POLICIES:
+    raise ConfigError(f"config.data.resize: {data_config.resize!r}; allowed: "
                      f'{RESIZE_POLICIES}')
-  if _get(data_config, 'cache') not in CACHE_MODES:
-    raise ConfigError(f"config.data.cache: {_get(data_config, 'cache')!r}; allowed: {CACHE_MODES}")
-  workers = _get(data_config, 'num_workers')
+  if data_config.cache not in CACHE_MODES:
+    raise ConfigError(f"config.data.cache: {data_config.cache!r}; allowed: {CACHE_MODES}")
+  workers = data_config.num_workers
   if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
     raise ConfigError(f'config.data.num_workers: {workers!r}; must be 0 (decode in threads of the '
                      'main process) or a number of worker processes')
-  seed = _get(data_config, 'split_seed')
+  seed = data_config.split_seed
   if not isinstance(seed, int) or seed < 0:
     raise ConfigError(f'config.data.split_seed: {seed!r}; must be a non-negative integer')
-  checksum = _get(data_config, 'archive_checksum')
+  checksum = data_config.archive_checksum
   if checksum:
     algorithm, _, digest = checksum.partition(':')
     lengths = {'sha256': 64, 'md5': 32}
@@ -104,15 +81,14 @@ def validate_data_config(data_config) -> None:
       raise ConfigError(f'config.data.archive_checksum: {checksum!r}; expected sha256:<64 hex> or '
                        'md5:<32 hex>, or empty for the official checksums')
   for field in ('max_train_examples', 'max_eval_examples', 'max_test_examples'):
-    value = _get(data_config, field)
+    value = data_config[field]
     if field == 'max_test_examples' and value is None:
       continue
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
       raise ConfigError(f'config.data.{field}: {value!r}; must be 0 (all) or a positive integer')
-  data_dir = data_config.get('data_dir', '') or ''
+  data_dir = data_config.data_dir or ''
   if name == 'synthetic':
-    num_classes = data_config.get('num_classes', 0)
-    num_examples = data_config.get('num_examples', 0)
+    num_classes, num_examples = data_config.num_classes, data_config.num_examples
     if not isinstance(num_classes, int) or num_classes < 2:
       raise ConfigError(f'config.data.num_classes: {num_classes!r}; synthetic needs at least 2')
     if not isinstance(num_examples, int) or num_examples < 5 * num_classes:
@@ -123,13 +99,13 @@ def validate_data_config(data_config) -> None:
       raise ConfigError(f'config.data.data_dir: empty; dataset {name!r} reads its images from '
                        'that folder')
   elif name == 'tfds':
-    if not _get(data_config, 'tfds_name'):
+    if not data_config.tfds_name:
       raise ConfigError("config.data.tfds_name: empty; dataset 'tfds' needs the name of a "
                        'prepared TFDS dataset')
   # fashion_mnist may fetch its files into a data_dir that does not exist yet (when downloading).
-  fetches = name == 'fashion_mnist' and data_config.get('download', True)
+  fetches = name == 'fashion_mnist' and data_config.download
   if (data_dir and name != 'synthetic' and not fetches
-      and not config_validation.reachable(data_dir, 'config.data.data_dir', files.is_dir)):
+      and not files.reachable(data_dir, 'config.data.data_dir', files.is_dir)):
     raise ConfigError(f'config.data.data_dir: {data_dir} does not exist'
                       + (' (and config.data.download is off)' if name == 'fashion_mnist' else ''))
 
@@ -137,17 +113,13 @@ def validate_data_config(data_config) -> None:
 def with_local_data_dir(data_config):
   """`data_config` with a gs:// data_dir replaced by its copy on local disk (TFDS reads gs://
   itself); local data_dirs unchanged."""
-  data_dir = data_config.get('data_dir', '') or ''
+  data_dir = data_config.data_dir or ''
   if not files.is_remote(data_dir) or data_config.name in ('tfds', 'synthetic'):
     return data_config
   local = data_config.copy_and_resolve_references()
   with local.unlocked():
     local.data_dir = files.local_mirror(data_dir, os.path.join(CACHE_ROOT, 'gcs'))
   return local
-
-
-def _num_workers(data_config):
-  return _get(data_config, 'num_workers')
 
 
 def _state_dir(preferred, name):
@@ -158,7 +130,7 @@ def _state_dir(preferred, name):
 
 
 def _split_path(data_config, state_dir):
-  path = _get(data_config, 'split_file')
+  path = data_config.split_file
   return os.path.expanduser(path) if path else os.path.join(
       state_dir, f'qrnet_split_{data_config.name}.json')
 
@@ -173,7 +145,7 @@ def _load_or_make_split(data_config, path, keys, tags, labels, class_names, skip
   if files.exists(path):
     record = splits_lib.load(path)
     splits_lib.check_unchanged(record, path, keys, tags, class_names)
-    seed = _get(data_config, 'split_seed')
+    seed = data_config.split_seed
     if record['seed'] != seed:
       logging.warning('reusing the split in %s made with seed %d (config.data.split_seed is %d): '
                       'the split is made once', path, record['seed'], seed)
@@ -188,7 +160,7 @@ def _load_or_make_split(data_config, path, keys, tags, labels, class_names, skip
   record = splits_lib.make_split(
       data_config.name, [k for k, _ in usable], np.array([l for _, l in usable]),
       [tag_of[k] for k, _ in usable] + [tag_of[k] for k in skipped], class_names,
-      _get(data_config, 'split_seed'), skipped=skipped)
+      data_config.split_seed, skipped=skipped)
   splits_lib.save(record, path)
   logging.info('made the split %s: %s', path,
                {s: len(v) for s, v in record['splits'].items()})
@@ -205,16 +177,16 @@ def _check_no_class_left_empty(class_names, labels, usable_labels, keys, bad):
 
 
 def _image_source(data_config, loader, labels, state_dir, fingerprint):
-  cache = _get(data_config, 'cache')
-  size, resize = data_config.image_size, _get(data_config, 'resize')
-  cache_dir = os.path.expanduser(_get(data_config, 'cache_dir')) or os.path.join(
+  cache = data_config.cache
+  size, resize = data_config.image_size, data_config.resize
+  cache_dir = os.path.expanduser(data_config.cache_dir) or os.path.join(
       state_dir, '.qrnet_cache')  # hidden: never taken for a class folder
   cache_path = os.path.join(cache_dir,
                             f'{data_config.name}_{size}px_{resize}_{fingerprint[:12]}.npy')
   return ImageSource(loader, labels, size, cache=cache,
                      cache_path=cache_path if cache == 'disk' else '',
                      cache_key=f'{fingerprint}/{size}/{resize}',
-                     num_workers=_num_workers(data_config))
+                     num_workers=data_config.num_workers)
 
 
 def _info(data_config, record, path, created, source, **extra):
@@ -228,7 +200,7 @@ def _info(data_config, record, path, created, source, **extra):
       'class_names': record['class_names'],
       'skipped_count': len(record['skipped']),
       'skipped_files': record['skipped'],
-      'resize': _get(data_config, 'resize'),
+      'resize': data_config.resize,
       'cache': source.cache,
       'cache_path': source.cache_path,
   }
@@ -239,7 +211,7 @@ def _info(data_config, record, path, created, source, **extra):
 def _load_folder(data_config):
   root, root_info = folder_lib.find_root(data_config)
   exclude = folder_lib.excluded_classes(data_config.name,
-                                        _get(data_config, 'keep_background_class'))
+                                        data_config.keep_background_class)
   tree = folder_lib.scan_tree(root, exclude, recursive=data_config.name == 'folder')
   state_dir = _state_dir(os.path.dirname(os.path.normpath(root))
                          if data_config.name != 'folder' else os.path.expanduser(
@@ -247,7 +219,7 @@ def _load_folder(data_config):
   path = _split_path(data_config, state_dir)
   record, created = _load_or_make_split(
       data_config, path, tree.files, tree.sizes, tree.labels, tree.class_names,
-      skip_check=lambda: folder_lib.unreadable_files(root, tree.files, _num_workers(data_config)))
+      skip_check=lambda: folder_lib.unreadable_files(root, tree.files, data_config.num_workers))
   if record['skipped'] and not created:
     logging.warning('%d unreadable images skipped (listed in %s): %s', len(record['skipped']),
                     path, record['skipped'][:10])
@@ -255,7 +227,7 @@ def _load_folder(data_config):
   kept = [f for f in tree.files if f not in skipped]
   labels = [tree.class_names.index(f.split('/')[0]) for f in kept]
   loader = folder_lib.FileLoader(root, tuple(kept), data_config.image_size,
-                                 _get(data_config, 'resize'))
+                                 data_config.resize)
   source = _image_source(data_config, loader, labels, state_dir, record['fingerprint'])
   position = {f: i for i, f in enumerate(kept)}
   info = _info(data_config, record, path, created, source, excluded_classes=list(exclude),
@@ -267,7 +239,7 @@ def _load_folder(data_config):
 def _load_fashion_mnist(data_config):
   data_dir = os.path.expanduser(data_config.data_dir or '')
   fetch_dir = data_dir or os.path.join(CACHE_ROOT, 'fashion_mnist')
-  paths = fashion_mnist_lib.locate(data_dir, fetch_dir, _get(data_config, 'download'))
+  paths = fashion_mnist_lib.locate(data_dir, fetch_dir, data_config.download)
   raw, labels = fashion_mnist_lib.load_arrays(paths)
   files_dir = os.path.dirname(paths['train_images'])
   # Never write into a package-managed folder (/usr/share/...), even as root.
@@ -278,7 +250,7 @@ def _load_fashion_mnist(data_config):
   record, created = _load_or_make_split(data_config, path, keys,
                                         fashion_mnist_lib.example_tags(raw), labels,
                                         list(fashion_mnist_lib.CLASS_NAMES))
-  loader = fashion_mnist_lib.ArrayLoader(raw, data_config.image_size, _get(data_config, 'resize'))
+  loader = fashion_mnist_lib.ArrayLoader(raw, data_config.image_size, data_config.resize)
   source = _image_source(data_config, loader, labels, state_dir, record['fingerprint'])
   info = _info(data_config, record, path, created, source, files=paths,
                split_policy='official train and test pooled, then split 80/20 and 20% of train')
@@ -289,10 +261,10 @@ def _load_fashion_mnist(data_config):
 def _load_tfds(data_config):
   from qrnet_jax.data import tfds_data  # pylint: disable=import-outside-toplevel
   data_dir = os.path.expanduser(data_config.data_dir or '')
-  name = _get(data_config, 'tfds_name')
+  name = data_config.tfds_name
   loader, labels, keys, class_names = tfds_data.describe(
-      name, data_dir, _get(data_config, 'tfds_image_key'), _get(data_config, 'tfds_label_key'),
-      data_config.image_size, _get(data_config, 'resize'))
+      name, data_dir, data_config.tfds_image_key, data_config.tfds_label_key,
+      data_config.image_size, data_config.resize)
   state_dir = _state_dir(data_dir, f'tfds_{name}')
   path = _split_path(data_config, state_dir)
   record, created = _load_or_make_split(data_config, path, keys, [int(l) for l in labels],
@@ -310,13 +282,14 @@ def load_dataset(data_config, seed: int) -> Dataset:
   Raises ConfigError / FileNotFoundError naming the field or path for a bad config or missing data,
   and DatasetChangedError (a ValueError) if the data no longer match their saved split.
   """
+  data_config = config_schema.completed_data(data_config)
   validate_data_config(data_config)
   dataset = _load_splits(with_local_data_dir(data_config), seed)
-  max_test = _get(data_config, 'max_test_examples')
-  return _limited(dataset, _get(data_config, 'max_train_examples'),
-                  _get(data_config, 'max_eval_examples'),
-                  _get(data_config, 'max_eval_examples') if max_test is None else max_test,
-                  _get(data_config, 'split_seed'))
+  max_test = data_config.max_test_examples
+  return _limited(dataset, data_config.max_train_examples,
+                  data_config.max_eval_examples,
+                  data_config.max_eval_examples if max_test is None else max_test,
+                  data_config.split_seed)
 
 
 def _limited(dataset, max_train, max_val, max_test, seed):
@@ -359,7 +332,7 @@ def load_dataset_once(config):
     return load_dataset(config.data, config.seed)
   if jax.process_index() == 0:
     dataset = load_dataset(config.data, config.seed)
-    if config.data.get('cache') == 'disk' and hasattr(dataset.train, 'prepare'):
+    if config.data.cache == 'disk' and hasattr(dataset.train, 'prepare'):
       dataset.train.prepare()  # fills the shared cache file the splits read from
     multihost_utils.sync_global_devices('qrnet_jax: dataset prepared')
     return dataset

@@ -255,4 +255,4 @@ def find_root(data_config) -> tuple:
   if data_config.name == 'folder':
     return data_dir, {'root': data_dir}
   return extract_caltech(data_dir, data_config.name,
-                         data_config.get('archive_checksum', '') or '')
+                         data_config.archive_checksum or '')

@@ -171,7 +171,7 @@ def restore_files(run: TrainedRun, paths, output_dir: str, settings: Settings = 
   bar = tqdm.tqdm(total=len(found), unit='img', desc='restore', disable=not progress)
   bar.update(len(outcome.failed))
   restore = jax.jit(lambda params, images: run.qrnet.apply({'params': params}, images))
-  with conv.conv_impl(run.config.model.get('conv_impl', 'auto')):
+  with conv.conv_impl(run.config.model.conv_impl):
     for _, items in sorted(groups.items()):
       # One batch size per shape, so each shape compiles once.
       batch = min(settings.batch_size, sum(tiles.window_count(*i.size, settings.tile)
@@ -244,7 +244,7 @@ def _predictions(run, originals, restored, batch_size):
   c = run.classifier
   if c is None:
     return None
-  policy = run.config.data.get('resize', 'squash')
+  policy = run.config.data.resize
   ranked = []
   for images in (originals, restored):
     batch = np.stack([predictions.classifier_input(x, c.input_size, policy) for x in images])

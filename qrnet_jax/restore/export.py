@@ -24,7 +24,7 @@ INPUT_SHAPE = 'batch, height, width, 3'
 def model_function(run: TrainedRun, with_classifier: bool = True):
   """images -> restored (and logits, with the run's classifier); parameters closed over."""
   params, c = run.qrnet_params, run.classifier if with_classifier else None
-  policy = run.config.data.get('resize', 'squash')
+  policy = run.config.data.resize
 
   def restore(images):
     height, width = images.shape[1:3]

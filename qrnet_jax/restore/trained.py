@@ -14,13 +14,12 @@ import ml_collections
 import optax
 import orbax.checkpoint as ocp
 
-from qrnet_jax import config_validation, files, run_classifiers, steps
+from qrnet_jax import config_schema, config_validation, files, run_classifiers, run_summary, steps
 from qrnet_jax.errors import ConfigError
 from qrnet_jax.models import QRNet, variable_shapes
 from qrnet_jax.models import classifiers as classifier_lib
 from qrnet_jax.weights import convert
 
-SUMMARY_FILE = 'summary.json'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,16 +45,16 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   if saved is None:
     raise ConfigError(f'--workdir={workdir}: no readable {config_validation.CONFIG_FILE}; give '
                       'the folder of a run (python -m qrnet_jax.main --workdir)')
-  return ml_collections.ConfigDict(saved)
+  return config_schema.completed(ml_collections.ConfigDict(saved))  # fields added since
 
 
 def classifier_names(config) -> list:
-  return sorted(list(config.classifiers) + list(config.get('eval_classifiers', {})))
+  return sorted(list(config.classifiers) + list(config.eval_classifiers))
 
 
 def _classifier_entry(config, name):
   """(group, entry) of classifier NAME in config.classifiers or config.eval_classifiers."""
-  for group in run_classifiers.GROUPS:
+  for group in config_schema.CLASSIFIER_GROUPS:
     if name in config.get(group, {}):
       return group, config[group][name]
   raise ConfigError(f'--classifier={name}: not a classifier of this run; its classifiers: '
@@ -92,7 +91,7 @@ def _module(config, workdir, name):
 
 
 def _abstract_state(config, workdir, qrnet):
-  """Shapes of the run's train state (as train.py creates it), on this process's first device."""
+  """Shapes of the run's train state (as run.py creates it), on this process's first device."""
   size = config.data.image_size
   trainable = {}
   for name, c in config.classifiers.items():
@@ -163,8 +162,8 @@ def _trained_classifier(config, workdir, name, trained_params):
   names = classifier_lib.trainable_parts(c.arch, c.trainable)
   frozen, trainable = run_classifiers.split_variables(variables, names)
   trainable = trained_params.get(name, trainable)  # end-to-end: the part trained with QRNet
-  summary = files.read_json(os.path.join(workdir, SUMMARY_FILE)) or {}
-  class_names = summary.get('data', {}).get('class_names')
+  summary = run_summary.read(workdir)
+  class_names = summary.class_names if summary else None
   return TrainedClassifier(
       spec=run_classifiers.classifier_spec(name, c, module, names, c.weight), frozen=frozen,
       trainable=trainable,
