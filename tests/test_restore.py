@@ -2,6 +2,7 @@
 sizes; tiles against the whole image; the CSV against the run's own eval step; the export."""
 import csv
 import os
+import shutil
 import types
 
 import jax
@@ -268,6 +269,21 @@ def test_checkpoint_flag_reads_latest_or_a_step_folder(run_dir, loaded):
     params = trained.load_run(run_dir, checkpoint=checkpoint).qrnet_params
     # One epoch: the latest step is the best.
     jax.tree.map(np.testing.assert_array_equal, params, loaded.qrnet_params)
+
+
+def test_checkpoint_of_another_optimizer_is_read_for_its_parameters(run_dir, loaded, tmp_path):
+  """restore reads the parameters alone: a run whose train state holds another optimizer's state
+  (SGD with momentum, not the Adam the runs use) gives back the parameters it saved."""
+  copy = tmp_path / 'run'
+  shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns('checkpoints'))
+  params = jax.tree.map(lambda x: x + 1., loaded.qrnet_params)
+  state = steps.create_train_state(params, {'small_vgg': {}}, optax.sgd(0.1, momentum=0.9), 0)
+  manager = checkpointing.Checkpoints(str(copy))
+  try:
+    manager.save(1, state, {'best_val_loss': 1.}, val_loss=1.)
+  finally:
+    manager.close()
+  jax.tree.map(np.testing.assert_array_equal, trained.load_run(str(copy)).qrnet_params, params)
 
 
 def test_not_a_run_is_refused(tmp_path):
