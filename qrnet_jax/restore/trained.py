@@ -27,7 +27,10 @@ class TrainedClassifier:
   spec: steps.Classifier  # its module and name, as the run's steps use it
   frozen: dict  # its variables but the part trained with QRNet
   trainable: dict  # the part trained with QRNet (end-to-end mode; {} when frozen)
-  input_size: int  # the side its input is resized to
+  # The side the run's data pipeline resizes images to (data.image_size): its input is resized
+  # to that first, then, inside steps.classifier_logits, to its own input side where it has one
+  # (VGG16 224, InceptionV3 299), as the run's evaluation feeds it.
+  image_size: int
   class_names: Optional[tuple]  # from the run's dataset, where it has names
 
 
@@ -171,5 +174,5 @@ def _trained_classifier(config, workdir, name, trained_params):
   return TrainedClassifier(
       spec=run_classifiers.classifier_spec(name, c, module, names, c.weight), frozen=frozen,
       trainable=trainable,
-      input_size=classifier_lib.input_size(c.arch) or config.data.image_size,
+      image_size=config.data.image_size,
       class_names=tuple(class_names) if class_names and len(class_names) == num_classes else None)
