@@ -21,15 +21,26 @@ from configs import default, methods
 METHODS = methods.METHODS
 DATASETS = ('caltech101', 'caltech256')
 
+# Section IV-A: at most 200 epochs, early stopping after 5 epochs without a better validation
+# loss; for QRNet as for the classifiers trained on clean images.
+MAX_EPOCHS = 200
+EARLY_STOPPING_PATIENCE = 5
 
-def _parse(arg, options):
+
+def parse_options(arg, defaults, config_file):
+  """{option: value} of a config argument 'key=value,...' over `defaults`: an option not in
+  `defaults`, a dataset not in DATASETS or a method not in METHODS is refused naming
+  `config_file`. A default of None is left as it is (the suite's: every dataset)."""
+  options = dict(defaults)
   for item in filter(None, (arg or '').split(',')):
     key, _, value = item.partition('=')
     if key not in options:
-      raise ValueError(f'unknown option {key!r}; allowed: {sorted(options)}')
+      raise ValueError(f'{config_file}: unknown option {key!r}; allowed: '
+                       f'{", ".join(sorted(options))}')
     options[key] = value
-  if options['dataset'] not in DATASETS:
-    raise ValueError(f'dataset={options["dataset"]!r}; allowed: {DATASETS}')
+  for key, allowed in (('dataset', DATASETS), ('method', METHODS)):
+    if options.get(key) is not None and options[key] not in allowed:
+      raise ValueError(f'{config_file}: {key}={options[key]!r}; allowed: {", ".join(allowed)}')
   return options
 
 
@@ -42,7 +53,8 @@ def base_config(dataset):
   config.data.max_eval_examples = 0
   config.data.cache = 'disk'  # decoded once, shared by every run
   config.train.pretrain_epochs = 5
-  config.train.max_epochs = 200
+  config.train.max_epochs = MAX_EPOCHS
+  config.train.early_stopping_patience = EARLY_STOPPING_PATIENCE
   config.train.log_every_steps = 50
   config.model.dtype = 'float32'
   return config
@@ -50,20 +62,19 @@ def base_config(dataset):
 
 def classifiers():
   """(name, config) of VGG16, InceptionV3 and ResNet50 from their ImageNet weights, with the
-  FC layers (VGG16) or the head (the others) fine-tuned on the clean training split."""
-  vgg16 = default.classifier_config('vgg16', train_epochs=20, imagenet=True)
+  FC layers (VGG16) or the head (the others) fine-tuned on the clean training split, by the
+  paper's rule (at most MAX_EPOCHS, early stopping by train.early_stopping_patience)."""
+  vgg16 = default.classifier_config('vgg16', train_epochs=MAX_EPOCHS, imagenet=True)
   vgg16.clean_trainable = 'fc'  # the paper fine-tunes VGG16's three FC layers
-  inception = default.classifier_config('inception_v3', train_epochs=20, imagenet=True)
+  inception = default.classifier_config('inception_v3', train_epochs=MAX_EPOCHS, imagenet=True)
   inception.clean_trainable = 'head'
-  resnet = default.classifier_config('resnet50', train_epochs=20, imagenet=True)
+  resnet = default.classifier_config('resnet50', train_epochs=MAX_EPOCHS, imagenet=True)
   resnet.clean_trainable = 'head'
   return ('vgg16', vgg16), ('inception_v3', inception), ('resnet50', resnet)
 
 
 def get_config(arg=None):
-  options = _parse(arg, dict(dataset='caltech101', method='qrnet'))
-  if options['method'] not in METHODS:
-    raise ValueError(f'configs/paper.py: method={options["method"]!r}; allowed: {METHODS}')
+  options = parse_options(arg, dict(dataset='caltech101', method='qrnet'), 'configs/paper.py')
   vgg16, inception, resnet = classifiers()
   return methods.method_config(base_config(options['dataset']), options['method'],
                                classifier=vgg16, second=inception, unseen=resnet)

@@ -2,6 +2,9 @@
 # The paper's whole suite (Tables 2-6, Figures 4-8 on Caltech101 and Caltech256) on ONE GPU or TPU
 # host (all its devices), resumable: rerun the same line after a crash or preemption and it
 # continues where it stopped (finished runs are skipped). The report lands in WORKDIR/report.md.
+# It runs in the foreground and passes the suite's exit status through: 75 means it was stopped by
+# SIGTERM or SIGINT at a checkpoint (qrnet_jax/preemption.py), and the same line resumes it; to
+# survive a dropped connection, start it in tmux or screen, or under nohup.
 #
 #   launch/paper_suite.sh [--dry-run] WORKDIR DATA_ROOT [qrnet_jax.main flags...]
 #   launch/paper_suite.sh runs/paper /data                  # /data/caltech101, /data/caltech256

@@ -13,13 +13,21 @@
 # Filestore); a worker's own disk will not do. Rerunning the same line resumes from the newest
 # checkpoint. Each worker needs this repository checked out at ~/$REPO; the set-up makes .venv there
 # where it is missing: requirements.txt (the versions seen working), the package's extras (gcs:
-# gs:// paths) and the TPU jax wheel. Each worker also appends its output to $LOG.
+# gs:// paths) and the TPU jax wheel.
+#
+# The run is detached on each worker (setsid nohup): a dropped connection does not end it. Each
+# worker writes its output to ~/$REPO/$LOG_DIR/TPU_NAME.HOST.log and the job's process group to
+# .pid beside it; the script prints the commands that follow worker 0's log and stop the job.
+# Exit status 75 (SIGTERM or SIGINT: the run saved a checkpoint and stopped; see
+# qrnet_jax/preemption.py) reruns the command on that worker, which resumes there, unless the job
+# itself was told to stop (the stop command signals its whole process group); any other status
+# ends it, written last in the log ("qrnet_jax: exit status N").
 set -euo pipefail
 
 REPO=${REPO:-qrnet_jax}                    # the checkout on each worker, under its home folder
 EXTRAS=${EXTRAS:-gcs}                      # pyproject extras for the set-up: gcs, tfds, test, bench
 JAX_WHEEL=${JAX_WHEEL:-"jax[tpu]==0.10.2"}  # the TPU jax, as requirements.txt's version
-LOG=${LOG:-/tmp/qrnet_jax.log}             # on each worker
+LOG_DIR=${LOG_DIR:-logs}                   # on each worker: under ~/$REPO, or an absolute path
 SETUP=${SETUP:-1}                          # 0: skip the set-up command
 
 USAGE=("usage: launch/tpu_pod.sh [--dry-run] TPU_NAME ZONE WORKDIR CONFIG [main flags...]")
@@ -39,11 +47,22 @@ main=(.venv/bin/python -m qrnet_jax.main --distributed --config "$CONFIG" --work
       "$@")
 setup="cd $(show "$REPO") && { [ -x .venv/bin/python ] || \
 { python3 -m venv .venv && $(show "${pip[@]}"); }; }"
-train="set -o pipefail; cd $(show "$REPO") && $(show "${main[@]}") 2>&1 | tee -a $(show "$LOG")"
+# On each worker, detached: rerun while the run stops with 75 (preempted at a checkpoint), unless
+# the job's own process group was signalled (the stop command below).
+# shellcheck disable=SC2016  # expanded by the worker's bash, not here
+rerun_while_preempted='stop=0; trap "stop=1" TERM INT; while :; do "$@"; status=$?; '\
+'((status == 75 && !stop)) || break; '\
+'echo "qrnet_jax: exit status 75 (stopped at a checkpoint): resuming"; done; '\
+'echo "qrnet_jax: exit status $status"; exit "$status"'
+# The worker's log and pid file: the same words on every worker, expanded there (one per host).
+worker_file="$(show "$LOG_DIR/$TPU_NAME").\$(hostname)"
+train="cd $(show "$REPO") && mkdir -p $(show "$LOG_DIR") && \
+{ setsid nohup bash -c $(show "$rerun_while_preempted") qrnet_jax $(show "${main[@]}") \
+>> $worker_file.log 2>&1 < /dev/null & echo \$! > $worker_file.pid; } && \
+echo \"started on \$(hostname); its log: \$(readlink -f $worker_file.log)\""
+ssh=(gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE")
 
-on_all_workers() {
-  run gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=all --command="$1"
-}
+on_all_workers() { run "${ssh[@]}" --worker=all --command="$1"; }
 if ((DRY_RUN)); then
   echo "# On every worker of $TPU_NAME at once (--worker=all: 2 on a v4-16, 4 on a v4-32):"
   if ((SETUP)); then echo "#   set-up: $setup"; fi
@@ -51,3 +70,8 @@ if ((DRY_RUN)); then
 fi
 if ((SETUP)); then on_all_workers "$setup"; fi
 on_all_workers "$train"
+echo "# Follow worker 0's log:"
+echo "#   $(show "${ssh[@]}" --worker=0 --command="cd $(show "$REPO") && tail -f $worker_file.log")"
+echo "# Stop the job on every worker (each saves a checkpoint; rerun this line to resume):"
+echo "#   $(show "${ssh[@]}" --worker=all \
+  --command="cd $(show "$REPO") && kill -TERM -- -\$(cat $worker_file.pid)")"

@@ -6,11 +6,14 @@ gcloud, srun, sbatch and python3 on PATH: a dry run must leave no record, and a 
 the stand-ins allow one) must record exactly the commands the dry run printed.
 """
 import json
+import os
 import pathlib
+import re
 import shlex
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -27,6 +30,24 @@ env = {{k: os.environ.get(k) for k in ('XLA_FLAGS', 'JAX_LOCAL_DEVICE_IDS')}}
 argv = [os.path.basename(sys.argv[0])] + sys.argv[1:]
 with open(os.environ['LAUNCH_CALLS'], 'a') as f:
   f.write(json.dumps({{'argv': argv, 'env': env}}) + '\\n')
+"""
+
+# A TPU worker's python: records its call, then waits for LAUNCH_RELEASE to exist and exits with
+# the first status in LAUNCH_EXITS (one a line, taken off), or with 75 on SIGTERM, as a run that
+# saves a checkpoint and stops (qrnet_jax/preemption.py).
+WORKER_PYTHON = f"""#!{sys.executable} -S
+import json, os, signal, sys, time
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(75))
+with open(os.environ['LAUNCH_CALLS'], 'a') as f:
+  f.write(json.dumps({{'argv': [os.path.basename(sys.argv[0])] + sys.argv[1:]}}) + '\\n')
+print('training', flush=True)
+while not os.path.exists(os.environ['LAUNCH_RELEASE']):
+  time.sleep(0.05)
+with open(os.environ['LAUNCH_EXITS']) as f:
+  first, *rest = f.read().split()
+with open(os.environ['LAUNCH_EXITS'], 'w') as f:
+  f.write(' '.join(rest))
+sys.exit(int(first))
 """
 
 
@@ -115,36 +136,101 @@ def test_tpu_pod_dry_run(checkout):
                                        '-e', '.[gcs]', 'jax[tpu]==0.10.2']
   remote = remote_words(train[-1])
   python = remote.index('.venv/bin/python')
-  assert remote[python:] == ['.venv/bin/python', '-m', 'qrnet_jax.main', '--distributed',
-                             '--config', CONFIG, '--workdir', 'gs://bucket/runs/q101',
-                             *OVERRIDES, '2', '>&', '1', '|', 'tee', '-a',
-                             '/tmp/qrnet_jax.log']
+  # Detached (its own session, no terminal), rerun while it stops with 75, its output in the
+  # worker's own log file.
+  assert remote[:9] == ['cd', 'qrnet_jax', '&&', 'mkdir', '-p', 'logs', '&&', '{', 'setsid']
+  assert remote[9:12] == ['nohup', 'bash', '-c'] and remote[13:python] == ['qrnet_jax']
+  end = remote.index('>>')
+  assert remote[python:end] == ['.venv/bin/python', '-m', 'qrnet_jax.main', '--distributed',
+                                '--config', CONFIG, '--workdir', 'gs://bucket/runs/q101',
+                                *OVERRIDES]
+  assert '>> logs/my-v4-16.$(hostname).log 2>&1 < /dev/null &' in train[-1]
   assert '--worker=all' in result.stdout.splitlines()[0]
   assert not recorded(checkout[2])
+
+
+def _tpu_worker(checkout, tmp_path, exits):
+  """What the tpu_pod.sh line runs, on one worker (HOME here) whose .venv exists: (the worker's
+  remote commands, the printed follow and stop commands' remote parts, the worker's env)."""
+  _, env, _ = checkout
+  args = ('my-v4-16', 'us-central2-b', 'gs://bucket/runs/q101', CONFIG, *OVERRIDES)
+  ran = launch(checkout, 'tpu_pod.sh', *args)
+  assert ran.returncode == 0, ran.stderr
+  venv_python = pathlib.Path(env['HOME']) / 'qrnet_jax' / '.venv' / 'bin' / 'python'
+  venv_python.parent.mkdir(parents=True, exist_ok=True)
+  venv_python.write_text(WORKER_PYTHON)
+  venv_python.chmod(0o755)
+  (tmp_path / 'exits').write_text(' '.join(map(str, exits)))
+  worker_env = {**env, 'LAUNCH_EXITS': str(tmp_path / 'exits'),
+                'LAUNCH_RELEASE': str(tmp_path / 'release')}
+  hints = [line.removeprefix('#   ') for line in ran.stdout.splitlines()
+           if line.startswith('#   gcloud')]
+  return ran, [shlex.split(h)[-1].removeprefix('--command=') for h in hints], worker_env
+
+
+def _on_worker(command, env):
+  """Runs a gcloud --command as the worker's shell does; returns once that shell exits."""
+  return subprocess.run(['bash', '-c', command], cwd=env['HOME'], env=env, capture_output=True,
+                        text=True, timeout=20, check=False)
+
+
+def _log_when_ended(log, timeout=30):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    text = log.read_text() if log.exists() else ''
+    if re.search(r'^qrnet_jax: exit status \d+$', text, re.MULTILINE):  # the loop's last line
+      return text
+    time.sleep(0.1)
+  raise AssertionError(f'the job did not end; its log: {text}')
 
 
 def test_tpu_pod_runs_what_it_prints(checkout, tmp_path):
   _, env, calls = checkout
   args = ('my-v4-16', 'us-central2-b', 'gs://bucket/runs/q101', CONFIG, *OVERRIDES)
-  log = {'LOG': str(tmp_path / 'worker.log')}
-  printed = launch(checkout, 'tpu_pod.sh', '--dry-run', *args, env=log)
-  ran = launch(checkout, 'tpu_pod.sh', *args, env=log)
-  assert ran.returncode == 0, ran.stderr
+  printed = launch(checkout, 'tpu_pod.sh', '--dry-run', *args)
+  ran, (follow, stop), worker_env = _tpu_worker(checkout, tmp_path, exits=[75, 0])
   ssh_calls = [call['argv'] for call in recorded(calls)]
   assert ssh_calls == commands(printed.stdout) and len(ssh_calls) == 2
-  # A worker whose .venv exists: its shell runs the set-up check, then QRNet with these words.
+  assert ran.stdout.count('# Follow') == printed.stdout.count('# Follow') == 1
+  assert follow == 'cd qrnet_jax && tail -f logs/my-v4-16.$(hostname).log'
+  assert stop == 'cd qrnet_jax && kill -TERM -- -$(cat logs/my-v4-16.$(hostname).pid)'
   calls.unlink()
-  _install(pathlib.Path(env['HOME']) / 'qrnet_jax' / '.venv' / 'bin' / 'python')
+  # The worker's shell returns at once, the job still running in a session of its own: a
+  # dropped connection (the end of the ssh session) does not end it.
   for ssh in ssh_calls:
-    worker = subprocess.run(['bash', '-c', ssh[-1].removeprefix('--command=')], cwd=env['HOME'],
-                            env=env, capture_output=True, text=True, timeout=60, check=False)
+    worker = _on_worker(ssh[-1].removeprefix('--command='), worker_env)
     assert worker.returncode == 0, worker.stderr
-  [call] = recorded(calls)
-  assert call['argv'] == ['python', '-m', 'qrnet_jax.main', '--distributed', '--config', CONFIG,
-                          '--workdir', 'gs://bucket/runs/q101', *OVERRIDES]
-  assert (tmp_path / 'worker.log').exists()
+  assert worker.stdout.startswith('started on ')
+  logs = pathlib.Path(env['HOME']) / 'qrnet_jax' / 'logs'
+  log = logs / f'my-v4-16.{os.uname().nodename}.log'
+  pid = int(log.with_suffix('.pid').read_text())
+  assert os.getsid(pid) == pid and os.getsid(pid) != os.getsid(0)
+  # Exit status 75 (stopped at a checkpoint): run again on that worker, until another status.
+  (tmp_path / 'release').touch()
+  text = _log_when_ended(log)
+  assert text.splitlines()[-1] == 'qrnet_jax: exit status 0'
+  assert 'exit status 75 (stopped at a checkpoint): resuming' in text
+  main = ['python', '-m', 'qrnet_jax.main', '--distributed', '--config', CONFIG, '--workdir',
+          'gs://bucket/runs/q101', *OVERRIDES]
+  assert [call['argv'] for call in recorded(calls)] == [main, main]
   assert len(commands(launch(checkout, 'tpu_pod.sh', '--dry-run', *args,
                              env={'SETUP': '0'}).stdout)) == 1  # SETUP=0: the run only
+
+
+def test_tpu_pod_stop_command_ends_the_job_without_a_rerun(checkout, tmp_path):
+  _, env, calls = checkout
+  _, (_, stop), worker_env = _tpu_worker(checkout, tmp_path, exits=[0])
+  train = recorded(calls)[-1]['argv'][-1].removeprefix('--command=')
+  calls.unlink()
+  assert _on_worker(train, worker_env).returncode == 0
+  log = pathlib.Path(env['HOME']) / 'qrnet_jax' / 'logs' / f'my-v4-16.{os.uname().nodename}.log'
+  deadline = time.time() + 20
+  while 'training' not in (log.read_text() if log.exists() else '') and time.time() < deadline:
+    time.sleep(0.05)
+  assert _on_worker(stop, worker_env).returncode == 0
+  text = _log_when_ended(log)  # SIGTERM: the run saves and stops with 75; no rerun
+  assert text.splitlines()[-1] == 'qrnet_jax: exit status 75' and 'resuming' not in text
+  assert len(recorded(calls)) == 1
 
 
 def test_gpu_slurm_dry_run(checkout):

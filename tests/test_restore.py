@@ -2,6 +2,7 @@
 sizes; tiles against the whole image; the CSV against the run's own eval step; the export."""
 import csv
 import os
+import shutil
 import types
 
 import jax
@@ -12,8 +13,10 @@ from PIL import Image
 
 from configs import default
 from qrnet_jax import checkpointing, parallel, run, steps
+from qrnet_jax.data import images as images_lib
 from qrnet_jax.data.synthetic import synthetic_images
 from qrnet_jax.models import QRNet, init_variables
+from qrnet_jax.models import classifiers as classifier_lib
 from qrnet_jax.restore import __main__ as cli
 from qrnet_jax.restore import export, predictions, tiles, trained
 import qrnet_jax.restore as restore
@@ -208,6 +211,33 @@ def test_csv_predictions_equal_the_runs_own_evaluation(run_dir, tmp_path):
                                  np.exp(-float(sums['small_vgg/ce'])), rtol=1e-5, atol=1e-6)
 
 
+def test_csv_follows_the_runs_pipeline_for_a_classifier_of_a_fixed_input_size(
+    run_dir, tmp_path, monkeypatch):
+  """A classifier with an input size of its own (VGG16 224, InceptionV3 299; here small_vgg made
+  to take 40 px) sees, in the run, the pipeline's image at data.image_size resized to its input.
+  So it does in the CSV: a 48 px image goes to 16 px, then to 40, not straight to 40."""
+  monkeypatch.setitem(classifier_lib.INPUT_SIZES, 'small_vgg', 40)
+  path = str(tmp_path / 'noise.png')
+  Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48, 3), np.uint8)).save(path)
+  cli.main(['--workdir', run_dir, '--input', path, '--output', str(tmp_path / 'out'),
+            '--classifier', 'small_vgg'])
+  with open(tmp_path / 'out' / 'predictions.csv') as f:
+    row, = csv.DictReader(f)
+  params, frozen, specs = _run_state_and_classifier(run_dir)
+  assert specs[0].input_size == 40
+  eval_step = steps.jit_eval_step(parallel.make_mesh(jax.devices()[:1]), qrnet=None,
+                                  classifiers=specs, distortion=None)
+  pipeline_image = images_lib.decode_file(path, SIZE)[None]  # what the run's data pipeline reads
+  for k in range(1, len(CLASS_NAMES) + 1):
+    batch = {'image': pipeline_image, 'label': np.asarray([int(row[f'before_{k}_class'])]),
+             'mask': np.ones((1,), bool)}
+    sums = eval_step(params, frozen, batch, jax.random.PRNGKey(0))
+    # 1e-5 measured (the pipeline rounds its 16 px image to uint8, restore keeps it in float);
+    # straight to 40 px, the CSV's probabilities were 0.017 away.
+    np.testing.assert_allclose(float(row[f'before_{k}_probability']),
+                               np.exp(-float(sums['small_vgg/ce'])), rtol=0, atol=2e-4)
+
+
 def test_distortion_is_seeded_per_file(run_dir, tmp_path):
   Image.fromarray(_smooth(40, 40)).save(tmp_path / 'a.png')
   outputs = {}
@@ -272,6 +302,21 @@ def test_checkpoint_flag_reads_latest_or_a_step_folder(run_dir, loaded):
     jax.tree.map(np.testing.assert_array_equal, params, loaded.qrnet_params)
 
 
+def test_checkpoint_of_another_optimizer_is_read_for_its_parameters(run_dir, loaded, tmp_path):
+  """restore reads the parameters alone: a run whose train state holds another optimizer's state
+  (SGD with momentum, not the Adam the runs use) gives back the parameters it saved."""
+  copy = tmp_path / 'run'
+  shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns('checkpoints'))
+  params = jax.tree.map(lambda x: x + 1., loaded.qrnet_params)
+  state = steps.create_train_state(params, {'small_vgg': {}}, optax.sgd(0.1, momentum=0.9), 0)
+  manager = checkpointing.Checkpoints(str(copy))
+  try:
+    manager.save(1, state, {'best_val_loss': 1.}, val_loss=1.)
+  finally:
+    manager.close()
+  jax.tree.map(np.testing.assert_array_equal, trained.load_run(str(copy)).qrnet_params, params)
+
+
 def test_not_a_run_is_refused(tmp_path):
   with pytest.raises(SystemExit, match='no readable config.json'):
     cli.main(['--workdir', str(tmp_path), '--input', str(tmp_path), '--output',
@@ -303,6 +348,6 @@ def test_exported_model_equals_the_flax_model(run_dir, loaded, tmp_path):
     assert restored.shape == shape
     expected = apply(tiles.pad_to_multiple(images))[:, :shape[1], :shape[2]]
     np.testing.assert_allclose(restored, expected, atol=1e-5, rtol=0)
-    resized = predictions.classifier_input(np.asarray(expected), c.input_size)
+    resized = predictions.classifier_input(np.asarray(expected), c.image_size)
     expected_logits, _ = steps.classifier_logits(c.spec, c.frozen, c.trainable, resized)
     np.testing.assert_allclose(logits, expected_logits, atol=1e-4, rtol=1e-4)

@@ -15,7 +15,9 @@ import jax
 import numpy as np
 import pytest
 
+from configs import paper
 from configs.suites import default as default_suite
+from configs.suites import paper as paper_suite
 from qrnet_jax import preemption, suite, timing
 from qrnet_jax import run as run_lib
 from qrnet_jax.report.tables import TABLE_TITLES
@@ -438,3 +440,30 @@ def test_main_job_is_sized_for_the_findings_and_all_adds_every_method():
   first = sorted(main, key=lambda r: suite.priorities(main)[r.id], reverse=True)
   assert {r.name for r in first[:2]} == {'classifier_small_vgg', 'classifier_small_resnet'}
   assert first[2].name == 'classifier_small_inception' and first[3].name == 'mqrnet'
+
+
+def test_paper_suite_trains_every_model_by_the_papers_rule():
+  """Section IV-A: at most 200 epochs, stopped after 5 without a better validation loss; for the
+  clean-trained and fine-tuned classifiers as for QRNet."""
+  runs = [spec.config for e in paper_suite.get_config().experiments.values()
+          for spec in e.runs.values()]
+  assert len(runs) == 2 * 13  # per dataset: the 10 methods and the 3 classifier runs
+  for config in runs:
+    assert config.train.early_stopping_patience == 5
+    assert config.train.max_epochs in (0, 200)  # 0: a classifier alone, no QRNet
+    for c in list(config.classifiers.values()) + list(config.eval_classifiers.values()):
+      assert c.train_epochs == 200, c.arch
+
+
+@pytest.mark.parametrize('arg, message', [
+    ('method=qrnet', "unknown option 'method'; allowed: dataset"),
+    ('dataset=mnist', "dataset='mnist'; allowed: caltech101, caltech256"),
+])
+def test_paper_suite_reads_its_argument_as_the_paper_config_does(arg, message):
+  assert list(paper_suite.get_config('dataset=caltech256').experiments) == ['caltech256']
+  assert list(paper_suite.get_config().experiments) == list(paper.DATASETS)
+  with pytest.raises(ValueError, match=re.escape(f'configs/suites/paper.py: {message}')):
+    paper_suite.get_config(arg)
+  with pytest.raises(ValueError, match=re.escape(
+      "configs/paper.py: dataset='mnist'; allowed: caltech101, caltech256")):
+    paper.get_config('dataset=mnist,method=qrnet')

@@ -1,7 +1,8 @@
 """The paper's whole suite (Tables 2-6, Figures 4-8) on Caltech101 and Caltech256 at 224 px.
 
 VGG16, InceptionV3 and ResNet50 start from the official Keras ImageNet weights and are each trained
-once on clean images (FC layers / head); every method reads them. Run on one GPU or TPU host
+once on clean images (FC layers / head) by the paper's rule, as QRNet is: at most 200 epochs,
+stopped after 5 without a better validation loss (configs/paper.py); every method reads them. Run on one GPU or TPU host
 (launch/paper_suite.sh), resumable:
   python -m qrnet_jax.main --config configs/suites/paper.py --workdir runs/paper \
     --config.experiments.caltech101.data_dir=/data/caltech101 ...
@@ -21,18 +22,11 @@ TITLES = {'caltech101': 'Caltech101 at 224 px (VGG16, InceptionV3, unseen ResNet
 
 
 def get_config(arg=None):
-  options = dict(dataset='')
-  for item in filter(None, (arg or '').split(',')):
-    key, _, value = item.partition('=')
-    if key not in options:
-      raise ValueError(f'configs/suites/paper.py: unknown option {key!r}; allowed: dataset')
-    options[key] = value
+  options = paper.parse_options(arg, dict(dataset=None), 'configs/suites/paper.py')
   datasets = (options['dataset'],) if options['dataset'] else paper.DATASETS
   config = ml_collections.ConfigDict()
   config.experiments = ml_collections.ConfigDict()
   for dataset in datasets:
-    if dataset not in paper.DATASETS:
-      raise ValueError(f'configs/suites/paper.py: dataset={dataset!r}; allowed: {paper.DATASETS}')
     vgg16, inception, resnet = paper.classifiers()
     config.experiments[dataset] = methods.paper_experiment(
         paper.base_config(dataset), title=TITLES[dataset], classifier=vgg16, second=inception,

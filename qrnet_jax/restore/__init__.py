@@ -247,7 +247,7 @@ def _predictions(run, originals, restored, batch_size):
   policy = run.config.data.resize
   ranked = []
   for images in (originals, restored):
-    batch = np.stack([predictions.classifier_input(x, c.input_size, policy) for x in images])
+    batch = np.stack([predictions.classifier_input(x, c.image_size, policy) for x in images])
     ranked.append([predictions.top_k(p, c.class_names)
                    for p in predictions.classify(c, batch, batch_size)])
   return list(zip(*ranked))

@@ -4,7 +4,8 @@ parameters inside: callable from any JAX program without this project's code.
 The exported function takes float32 RGB images in [0, 1], (batch, height, width, 3), all three
 symbolic, and returns the restored images of that shape (padded and cropped inside as the restore
 command pads them), or (restored images, classifier logits) with a classifier; the classifier sees
-the restored image resized to its input as the restore command resizes it. Load and call:
+the restored image resized as the restore command resizes it (to data.image_size, then to the
+classifier's own input side, as in the run). Load and call:
 
   exported = jax.export.deserialize(open(FILE, 'rb').read())
   restored = exported.call(images)
@@ -32,7 +33,7 @@ def model_function(run: TrainedRun, with_classifier: bool = True):
     restored = run.qrnet.apply({'params': params}, padded, train=False)[:, :height, :width]
     if c is None:
       return restored
-    resized = predictions.classifier_input(restored, c.input_size, policy, xp=jnp)
+    resized = predictions.classifier_input(restored, c.image_size, policy, xp=jnp)
     logits, _ = steps.classifier_logits(c.spec, c.frozen, c.trainable, resized)
     return restored, logits
   return restore

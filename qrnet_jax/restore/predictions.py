@@ -1,6 +1,8 @@
-"""A run's classifier on images of any size: resized to its input as the run's data pipeline
-resizes (config.data.resize: the whole image squashed, or its centre square), then the top-5
-classes with their probabilities.
+"""A run's classifier on images of any size, fed as the run's evaluation feeds it: resized to
+data.image_size as the run's data pipeline resizes (config.data.resize: the whole image squashed,
+or its centre square), then, by the classifier's own step (steps.classifier_logits), to its input
+side where it has one (VGG16 224, InceptionV3 299); then the top-5 classes with their
+probabilities.
 
 The resize is a pair of matrices (bilinear, antialiased when shrinking, as Pillow's BILINEAR that
 the pipeline uses), written for numpy and for jax.numpy alike, so the exported model resizes as

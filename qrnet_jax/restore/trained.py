@@ -11,7 +11,6 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 import orbax.checkpoint as ocp
 
 from qrnet_jax import config_schema, config_validation, files, run_classifiers, run_summary, steps
@@ -27,7 +26,10 @@ class TrainedClassifier:
   spec: steps.Classifier  # its module and name, as the run's steps use it
   frozen: dict  # its variables but the part trained with QRNet
   trainable: dict  # the part trained with QRNet (end-to-end mode; {} when frozen)
-  input_size: int  # the side its input is resized to
+  # The side the run's data pipeline resizes images to (data.image_size): its input is resized
+  # to that first, then, inside steps.classifier_logits, to its own input side where it has one
+  # (VGG16 224, InceptionV3 299), as the run's evaluation feeds it.
+  image_size: int
   class_names: Optional[tuple]  # from the run's dataset, where it has names
 
 
@@ -90,8 +92,9 @@ def _module(config, workdir, name):
                                             dtype=jnp.dtype(config.model.dtype)), num_classes
 
 
-def _abstract_state(config, workdir, qrnet):
-  """Shapes of the run's train state (as run.py creates it), on this process's first device."""
+def _abstract_params(config, workdir, qrnet):
+  """Shapes of the run's trained parameters (the train state's 'params', as run.py creates it:
+  QRNet's and, per classifier, the part trained with QRNet), on this process's first device."""
   size = config.data.image_size
   trainable = {}
   for name, c in config.classifiers.items():
@@ -101,11 +104,9 @@ def _abstract_state(config, workdir, qrnet):
       _, module, _ = _module(config, workdir, name)
       shapes = variable_shapes(module, classifier_lib.input_size(c.arch) or size)
       trainable[name] = run_classifiers.split_variables(shapes, names)[1]
-  state = jax.eval_shape(lambda params, trainable: steps.create_train_state(
-      params, trainable, optax.adam(config.train.learning_rate), config.seed),
-      variable_shapes(qrnet, size)['params'], trainable)
+  params = {'qrnet': variable_shapes(qrnet, size)['params'], 'classifiers': trainable}
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), state)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), params)
 
 
 def checkpoint_step_dir(workdir: str, checkpoint: str = '') -> str:
@@ -125,16 +126,21 @@ def checkpoint_step_dir(workdir: str, checkpoint: str = '') -> str:
   return os.path.join(root, str(steps_saved[-1]))
 
 
-def restore_state(step_dir: str, abstract_state):
-  """The train state of one checkpoint step folder, opened read-only."""
+def restore_params(step_dir: str, abstract_params):
+  """The trained parameters (the train state's 'params') of one checkpoint step folder, opened
+  read-only. Only that subtree is read: the optimizer state beside it, whatever its optimizer, is
+  neither needed nor read."""
+  target = {'params': abstract_params}
   manager = ocp.CheckpointManager(os.path.dirname(step_dir),
                                   options=ocp.CheckpointManagerOptions(read_only=True))
   try:
     restored = manager.restore(int(os.path.basename(step_dir)), args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state)))
+        state=ocp.args.PyTreeRestore(
+            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+            partial_restore=True)))
   finally:
     manager.close()
-  return restored.state
+  return restored.state['params']
 
 
 def load_run(workdir: str, checkpoint: str = '', classifier: str = '') -> TrainedRun:
@@ -145,12 +151,12 @@ def load_run(workdir: str, checkpoint: str = '', classifier: str = '') -> Traine
   config = read_config(workdir)
   qrnet = QRNet(small=config.model.small, dropout_rate=config.model.dropout_rate,
                 dtype=jnp.dtype(config.model.dtype))
-  state = restore_state(checkpoint_step_dir(workdir, checkpoint),
-                        _abstract_state(config, workdir, qrnet))
+  params = restore_params(checkpoint_step_dir(workdir, checkpoint),
+                         _abstract_params(config, workdir, qrnet))
   trained = None
   if classifier:
-    trained = _trained_classifier(config, workdir, classifier, state.params['classifiers'])
-  return TrainedRun(config, qrnet, state.params['qrnet'], trained)
+    trained = _trained_classifier(config, workdir, classifier, params['classifiers'])
+  return TrainedRun(config, qrnet, params['qrnet'], trained)
 
 
 def _trained_classifier(config, workdir, name, trained_params):
@@ -167,5 +173,5 @@ def _trained_classifier(config, workdir, name, trained_params):
   return TrainedClassifier(
       spec=run_classifiers.classifier_spec(name, c, module, names, c.weight), frozen=frozen,
       trainable=trainable,
-      input_size=classifier_lib.input_size(c.arch) or config.data.image_size,
+      image_size=config.data.image_size,
       class_names=tuple(class_names) if class_names and len(class_names) == num_classes else None)
