@@ -22,6 +22,7 @@ Every restorer is also evaluated with the unseen classifier where one is given (
 """
 import ml_collections
 
+from qrnet_jax import config_schema
 from qrnet_jax.run_names import classifier_run
 
 METHODS = ('classifier', 'recnet_noise', 'recnet_blur', 'recnet', 'qrnet', 'small_qrnet',
@@ -119,6 +120,8 @@ def paper_experiment(base, *, title, classifier, second, unseen, paper='', finet
   `finetune_epochs` (0: the classifier's own train_epochs) bounds Table 4's fine-tuning.
   `seeds` > 1 repeats every restorer run with seeds base.seed + 1, ... (runs `METHOD_seed1`, ...;
   the report gives their spread beside the single-seed intervals).
+  The experiment's `data_dir` ('' here) is the user's to set
+  (`--config.experiments.NAME.data_dir`); the suite copies it into each run's `data.data_dir`.
   """
   if not isinstance(seeds, int) or seeds < 1:
     raise ValueError(f'seeds must be an integer >= 1, got {seeds!r}')
@@ -140,7 +143,7 @@ def paper_experiment(base, *, title, classifier, second, unseen, paper='', finet
       finetuned.imagenet, finetuned.keras_h5 = False, ''
       if finetune_epochs:
         finetuned.train_epochs = finetune_epochs
-    reads = {name: trained_by[name] for group in ('classifiers', 'eval_classifiers')
+    reads = {name: trained_by[name] for group in config_schema.CLASSIFIER_GROUPS
              for name in config[group]}
     runs[method] = run_spec(config, TAGS[method], reads)
     for k in range(1, seeds if method in RESTORERS else 1):

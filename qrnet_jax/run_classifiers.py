@@ -8,6 +8,7 @@ is reused by a rerun and is `classifiers.NAME.checkpoint` of other runs.
 """
 import logging
 import os
+import zlib
 
 import jax
 import numpy as np
@@ -101,8 +102,11 @@ def trained_or_saved(path, train_fn, info: dict):
 
 
 def classifier_seed(config, name) -> int:
-  """One random stream per classifier name, stable across configs."""
-  return config.seed + sum(map(ord, name))
+  """One random stream per classifier name: the run's seed folded with a stable hash of the name
+  (CRC-32 of its UTF-8 bytes; Python's hash() differs between processes), so names with the same
+  letters get streams of their own, the same in every config with this seed."""
+  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), zlib.crc32(name.encode('utf-8')))
+  return int(jax.random.randint(key, (), 0, 2 ** 31 - 1))
 
 
 def classifier_spec(name, c, module, trainable_names, weight, update_batch_stats=False):

@@ -307,6 +307,20 @@ def test_classifier_checkpoint_is_checked_against_the_config(tmp_path):
     run_classifiers.load_classifier_checkpoint(str(tmp_path), 'small_vgg', SmallVGG(num_classes=10), 10)
 
 
+def test_classifier_seeds_are_the_run_seed_folded_with_a_stable_hash_of_the_name():
+  """Names with the same letters get different streams; a name's seed is fold_in(PRNGKey(seed),
+  CRC-32 of the name), computed here with zlib and jax.random directly."""
+  import zlib  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(dict(seed=3))
+  seeds = {name: run_classifiers.classifier_seed(config, name)
+           for name in ('small_vgg', 'vgg_small', 'lams_vgg')}  # anagrams
+  assert len(set(seeds.values())) == 3
+  key = jax.random.fold_in(jax.random.PRNGKey(3), zlib.crc32(b'small_vgg'))
+  assert seeds['small_vgg'] == int(jax.random.randint(key, (), 0, 2 ** 31 - 1))
+  assert run_classifiers.classifier_seed(ml_collections.ConfigDict(dict(seed=4)),
+                                         'small_vgg') != seeds['small_vgg']
+
+
 def test_finetuning_starts_from_init_checkpoint(tmp_path, monkeypatch):
   """Table 4's fine-tuned classifier starts from the clean-trained one's variables, all of them."""
   from qrnet_jax.weights import convert
