@@ -36,11 +36,21 @@ SAMPLES_FILE = 'samples.npz'  # test images per level: clean, distorted, restore
 SHOW_PROGRESS_BARS = True  # off in a suite's concurrent runs, whose bars would interleave
 
 
-def distortion_spec(config) -> distortions.DistortionSpec:
+def distortion_spec(config, types=None) -> distortions.DistortionSpec:
+  """The distortions a run trains on (config.distortion.types), or those of `types`, each with its
+  levels: the noise and blur sigmas, or the corruptions' severities."""
+  types = tuple(config.distortion.types if types is None else types)
   levels = {'noise': tuple(config.distortion.noise_levels),
             'blur': tuple(config.distortion.blur_levels)}
-  types = tuple(config.distortion.types)
-  return distortions.DistortionSpec(types=types, levels=tuple((t, levels[t]) for t in types))
+  severities = tuple(config.distortion.severities)
+  return distortions.DistortionSpec(
+      types=types, levels=tuple((t, levels.get(t, severities)) for t in types))
+
+
+def evaluation_spec(config) -> distortions.DistortionSpec:
+  """The distortions the test split is evaluated on: config.distortion.eval_types, or where it is
+  empty the training types; e.g. every corruption family, those trained on and those not."""
+  return distortion_spec(config, config.distortion.eval_types or None)
 
 
 # The loop.
@@ -318,11 +328,12 @@ def _train_and_evaluate(config, workdir, mesh):
   results = {}
   if config.train.evaluate_test:
     with timing.part('test'):
+      test_spec = evaluation_spec(config)
       results, outcomes = evaluate.evaluate_by_level(
-          params, frozen, dataset.test, spec=spec, qrnet=qrnet, classifiers=evaluated, mesh=mesh,
+          params, frozen, dataset.test, spec=test_spec, qrnet=qrnet, classifiers=evaluated, mesh=mesh,
           batch_size=config.train.eval_batch_size, with_qrnet=total_epochs > 0)
       timing.count('test_images', len(dataset.test) * len(results))
-      samples = (evaluate.restored_samples(params, dataset.test, spec=spec, qrnet=qrnet)
+      samples = (evaluate.restored_samples(params, dataset.test, spec=test_spec, qrnet=qrnet)
                  if jax.process_index() == 0 and total_epochs > 0 else None)  # Figures 1 and 8
     logging.info('test results (best checkpoint, epoch %s):\n%s', record.best_epoch,
                  evaluate.format_table(results, evaluated))
