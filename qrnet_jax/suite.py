@@ -413,6 +413,7 @@ def _experiment_results(suite_config, workdir, name) -> dict:
         'samples': samples if files.is_file(samples) else None,
         'outcomes': outcomes if files.is_file(outcomes) else None,
         'images': info.get('used_sizes') or info.get('split_sizes'),
+        'trained_on': summary.get('trained_on'),
         'devices': f'{summary["devices"]} x {summary.get("device_kind", "?")}'}
   classifier_run = run_names.classifier_run(e.classifier)
   return {

@@ -47,6 +47,16 @@ def distortion_spec(config, types=None) -> distortions.DistortionSpec:
       types=types, levels=tuple((t, levels.get(t, severities)) for t in types))
 
 
+def trained_distortions(config) -> tuple:
+  """The distortion types a run's training sees: Algorithm 1's (config.distortion.types) where
+  QRNet trains or a classifier is fine-tuned on distorted batches (Table 4); none where every
+  model trains on clean images only, or is read trained."""
+  classifiers = [c for group in ('classifiers', 'eval_classifiers') for c in config[group].values()]
+  distorted = config.train.max_epochs > 0 or any(
+      c.get('train_distorted', False) and not c.checkpoint for c in classifiers)
+  return tuple(config.distortion.types) if distorted else ()
+
+
 def evaluation_spec(config) -> distortions.DistortionSpec:
   """The distortions the test split is evaluated on: config.distortion.eval_types, or where it is
   empty the training types; e.g. every corruption family, those trained on and those not."""
@@ -350,6 +360,7 @@ def _train_and_evaluate(config, workdir, mesh):
              'best_epoch': record.best_epoch, 'best_val_loss': record.best_val_loss,
              'stopped_early': record.stopped_early, 'history': record.history,
              'test': metrics_lib.json_safe(results), 'data': dataset.info,
+             'trained_on': list(trained_distortions(config)),
              'devices': int(mesh.devices.size),
              'device_kind': f'{jax.devices()[0].platform} {jax.devices()[0].device_kind}'}
   with timing.part('write'):
