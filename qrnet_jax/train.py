@@ -340,8 +340,8 @@ def _train_and_evaluate(config, workdir, mesh):
     with timing.part('test'):
       test_spec = evaluation_spec(config)
       results, outcomes = evaluate.evaluate_by_level(
-          params, frozen, dataset.test, spec=test_spec, qrnet=qrnet, classifiers=evaluated, mesh=mesh,
-          batch_size=config.train.eval_batch_size, with_qrnet=total_epochs > 0)
+          params, frozen, dataset.test, spec=test_spec, qrnet=qrnet, classifiers=evaluated,
+          mesh=mesh, batch_size=config.train.eval_batch_size, with_qrnet=total_epochs > 0)
       timing.count('test_images', len(dataset.test) * len(results))
       samples = (evaluate.restored_samples(params, dataset.test, spec=test_spec, qrnet=qrnet)
                  if jax.process_index() == 0 and total_epochs > 0 else None)  # Figures 1 and 8

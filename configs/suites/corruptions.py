@@ -16,7 +16,8 @@ every unseen family has a seen sibling and the held-out four are unseen by all. 
 lengths scale with the image (docs/corruptions.md), so 32 px images get ImageNet-C's look.
 
 Sized to finish well inside 20 minutes on the 2-core CPU: fewer training images and epochs than
-the main job (4,000 / 1 + 3), 1,000 test images at 97 levels each.
+the main job (4,000 / 1 + 3), 1,000 test images at 96 levels each (clean and 19 families x 5
+severities). From a fresh clone here: 12 min 42 s, set-up included (docs/corruptions.md).
 """
 import ml_collections
 
