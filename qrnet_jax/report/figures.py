@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 from qrnet_jax import files
+from qrnet_jax.corruptions import HELD_OUT
 from qrnet_jax.report.methods import (DISTORTIONS, Method, end_to_end_methods, has_runs,
                                       level_order, levels_of, recovery_methods, unseen_methods)
 from qrnet_jax.run_names import classifier_run
@@ -102,7 +103,8 @@ def plot_samples(path, sample_files: dict) -> bool:
 
 def plot_corruption_heatmap(path, table: dict, title) -> bool:
   """A method's accuracy per corruption family (rows) and severity (columns), from its table in
-  the report (report/corruptions.py): each cell printed, seen families marked in their label."""
+  the report (report/corruptions.py): each cell printed, seen families marked in their label, a
+  line above the held-out families."""
   columns = [c for c in table['columns'] if c.startswith('severity ')]
   rows = [r for r in table['rows'] if any(r['values'].get(c) is not None for c in columns)]
   if not rows or not columns:
@@ -116,6 +118,9 @@ def plot_corruption_heatmap(path, table: dict, title) -> bool:
     if np.isfinite(value):
       ax.text(j, i, f'{value:.2f}', ha='center', va='center', fontsize=7,
               color='black' if value > 0.6 else 'white')
+  held_out = [i for i, r in enumerate(rows) if r['method'].split()[0] in HELD_OUT]
+  if held_out:  # ImageNet-C's 15 above the line, the 4 held-out families below
+    ax.axhline(held_out[0] - 0.5, color='white', linewidth=2)
   ax.set_xticks(range(len(columns)), [c.split()[1] for c in columns])
   ax.set_yticks(range(len(rows)), [r['method'] for r in rows], fontsize=8)
   ax.set(xlabel='severity', title=title)
