@@ -51,6 +51,11 @@ def get_config():
   config.distortion.types = ('noise', 'blur')
   config.distortion.noise_levels = distortions.PAPER_LEVELS['noise']
   config.distortion.blur_levels = distortions.PAPER_LEVELS['blur']
+  # Types may also be ImageNet-C's corruption families (distortions.TYPES, docs/corruptions.md),
+  # drawn by Algorithm 1 as noise and blur are, at these severities (1-5).
+  config.distortion.severities = (1, 2, 3, 4, 5)
+  # The types the test split is evaluated on; empty: those trained on (distortion.types).
+  config.distortion.eval_types = ()
 
   # One entry per classifier in Eq. (5): the key is its name.
   config.classifiers = ml_collections.ConfigDict()

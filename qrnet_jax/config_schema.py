@@ -8,6 +8,7 @@ through `default_for`, so a field added since the run was written reads as the v
 configs/default.py writes every field out, with its meaning.
 """
 import fnmatch
+import json
 
 import ml_collections
 
@@ -16,6 +17,8 @@ CLASSIFIER_GROUPS = ('classifiers', 'eval_classifiers')
 OPTIONAL_FIELDS = {
     'eval_classifiers': {},  # classifiers only evaluated with QRNet's output (Figure 6's unseen)
     'model.conv_impl': 'auto',
+    'distortion.severities': (1, 2, 3, 4, 5),  # the corruption families' levels
+    'distortion.eval_types': (),  # the test split's distortions; empty: the training types
     'train.eval_batch_size': 256,
     'data.data_dir': '',
     'data.resize': 'squash',
@@ -50,15 +53,15 @@ def _classifier_field(pattern: str) -> bool:
 
 
 def default_for(field: str):
-  """The value a config without `field` (dotted, e.g. 'classifiers.c.imagenet') takes; None for a
-  field every config has."""
+  """The value a config without `field` (dotted, e.g. 'classifiers.c.imagenet') takes, as its
+  config.json holds it (tuples as lists); None for a field every config has."""
   for pattern, value in OPTIONAL_FIELDS.items():
     if _classifier_field(pattern):
       group = field.split('.', 1)[0]
       if group in CLASSIFIER_GROUPS and fnmatch.fnmatchcase(field, pattern):
-        return value
+        return json.loads(json.dumps(value))
     elif field == pattern:
-      return value
+      return json.loads(json.dumps(value))
   return None
 
 

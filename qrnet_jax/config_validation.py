@@ -11,8 +11,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from qrnet_jax import distortions
-from qrnet_jax import config_schema, data, files, parallel
+from qrnet_jax import config_schema, corruptions, data, distortions, files, parallel
 from qrnet_jax.errors import ConfigError  # re-exported: config_validation.ConfigError
 from qrnet_jax.models import classifiers as classifier_lib
 from qrnet_jax.models.qrnet import SIZE_MULTIPLE
@@ -91,12 +90,20 @@ def _validate_model(config):
 
 
 def _validate_distortion(config):
-  types = tuple(_get(config, 'distortion.types'))
-  _require(len(types) > 0, 'distortion.types', 'needs at least one distortion type')
-  for t in types:
-    _require(t in distortions.DISTORTION_TYPES, 'distortion.types',
-             f'unknown distortion {t!r}; allowed: {", ".join(distortions.DISTORTION_TYPES)}')
-  _require(len(set(types)) == len(types), 'distortion.types', f'repeats a type: {types}')
+  allowed = (f"allowed: {', '.join(distortions.DISTORTION_TYPES)} (the paper's) and ImageNet-C's "
+             f"corruption families {', '.join(distortions.CORRUPTION_TYPES)}")
+  for field, needed in (('distortion.types', True), ('distortion.eval_types', False)):
+    types = tuple(_get(config, field))
+    _require(len(types) > 0 or not needed, field, 'needs at least one distortion type')
+    for t in types:
+      _require(t in distortions.TYPES, field, f'unknown distortion {t!r}; {allowed}')
+    _require(len(set(types)) == len(types), field, f'repeats a type: {types}')
+  severities = tuple(_get(config, 'distortion.severities'))
+  _require(len(severities) > 0 and len(set(severities)) == len(severities)
+           and all(_is_int(s) and s in corruptions.SEVERITIES for s in severities),
+           'distortion.severities', 'must be distinct integers, allowed: '
+           f'{", ".join(map(str, corruptions.SEVERITIES))} (ImageNet-C\'s severities); got '
+           f'{severities!r}')
   for t in distortions.DISTORTION_TYPES:
     field = f'distortion.{t}_levels'
     levels = tuple(_get(config, field))

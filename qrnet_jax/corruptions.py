@@ -22,15 +22,14 @@ Where the reference is sequential or uses a codec, the docstrings say what is do
 close it comes (measured in tests/test_corruptions.py; table in docs/corruptions.md).
 """
 import functools
-import importlib.resources
+import importlib.util
 import math
+import os
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from qrnet_jax.distortions import _reflect101
 
 IMAGENET_C = ('gaussian_noise', 'shot_noise', 'impulse_noise', 'defocus_blur', 'glass_blur',
               'motion_blur', 'zoom_blur', 'snow', 'frost', 'fog', 'brightness', 'contrast',
@@ -81,15 +80,20 @@ def _length(value, scale):
 
 # ---------------------------------------------------------------- linear operators along one axis
 
-def _border(index, size, mode):
-  """Source index for `index` (any integers) under a border mode: 'nearest' (clamp), 'reflect'
-  (scipy's: d c b a | a b c d) or 'reflect101' (OpenCV's default, numpy's 'reflect')."""
+def border_index(index, size, mode):
+  """Source index for `index` (any integers, also far outside [0, size)) under a border mode:
+  'nearest' (clamp), 'reflect' (scipy's: d c b a | a b c d) or 'reflect101' (OpenCV's default
+  BORDER_REFLECT_101, numpy's 'reflect': d c b | a b c d)."""
   if mode == 'nearest':
     return np.clip(index, 0, size - 1)
   if mode == 'reflect':
     index = np.mod(index, 2 * size)
     return np.where(index >= size, 2 * size - 1 - index, index)
-  return _reflect101(index, size)
+  if size == 1:
+    return np.zeros_like(index)
+  period = 2 * (size - 1)
+  index = np.mod(index, period)
+  return np.where(index >= size, period - index, index)
 
 
 def _filter_matrix(size, taps, mode):
@@ -98,7 +102,7 @@ def _filter_matrix(size, taps, mode):
   matrix = np.zeros((size, size))
   rows = np.arange(size)
   for k, tap in enumerate(taps):
-    np.add.at(matrix, (rows, _border(rows + k - radius, size, mode)), tap)
+    np.add.at(matrix, (rows, border_index(rows + k - radius, size, mode)), tap)
   return matrix
 
 
@@ -680,17 +684,19 @@ def _pixelate_matrix(size, factor):
 
 @functools.lru_cache(maxsize=None)
 def _frost_photographs():
-  """The six frost photographs of the installed imagecorruptions package, RGB uint8."""
+  """The six frost photographs of the installed imagecorruptions package, RGB uint8. Found without
+  importing the package (its code needs OpenCV, scikit-image and numba; the photographs do not):
+  scripts/setup_env.sh installs it without its dependencies."""
   from PIL import Image
-  try:
-    folder = importlib.resources.files('imagecorruptions') / 'frost'
-  except ModuleNotFoundError as error:
+  spec = importlib.util.find_spec('imagecorruptions')
+  if spec is None or not spec.submodule_search_locations:
     raise ModuleNotFoundError(
         "frost reads ImageNet-C's frost photographs from the imagecorruptions package: "
-        "pip install imagecorruptions-imaug==1.1.5 (the 'test' extra)") from error
+        'pip install --no-deps imagecorruptions-imaug==1.1.5 (scripts/setup_env.sh does)')
+  folder = os.path.join(list(spec.submodule_search_locations)[0], 'frost')
   photographs = []
   for name in FROST_FILES:
-    with importlib.resources.as_file(folder / name) as path, Image.open(path) as photo:
+    with Image.open(os.path.join(folder, name)) as photo:
       photographs.append(photo.convert('RGB'))
   return tuple(photographs)
 

@@ -3,6 +3,9 @@
 Images are float NHWC in [0, 1]. Gaussian noise levels are standard deviations in 0-255 pixel units;
 Gaussian blur levels are standard deviations in pixels with kernel size 4*sigma - 1 (Section IV-A),
 which is OpenCV's `GaussianBlur(img, (k, k), sigma)` with its default reflect-101 border.
+Beside the paper's two types, every common corruption of ImageNet-C (qrnet_jax/corruptions.py) is a
+type too, its levels the severities 1-5: `distort` and Algorithm 1's `random_distortion` take
+either.
 """
 import dataclasses
 import functools
@@ -12,9 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qrnet_jax import corruptions
+
 NOISE = 'noise'
 BLUR = 'blur'
-DISTORTION_TYPES = (NOISE, BLUR)
+DISTORTION_TYPES = (NOISE, BLUR)  # the paper's
+CORRUPTION_TYPES = corruptions.IMAGENET_C + corruptions.HELD_OUT  # levels: severities 1-5
+TYPES = DISTORTION_TYPES + CORRUPTION_TYPES
 # The paper's five evaluation levels per type (Section IV-A).
 PAPER_LEVELS = {NOISE: (20., 40., 60., 80., 100.), BLUR: (2., 4., 6., 8., 10.)}
 
@@ -23,7 +30,7 @@ PAPER_LEVELS = {NOISE: (20., 40., 60., 80., 100.), BLUR: (2., 4., 6., 8., 10.)}
 class DistortionSpec:
   """Algorithm 1's sets D (types) and P_d (levels per type), static inside jit."""
   types: tuple
-  levels: tuple  # ((type, (level, ...)), ...)
+  levels: tuple  # ((type, (level, ...)), ...); a corruption's levels are its severities
 
   @property
   def levels_by_type(self):
@@ -86,15 +93,6 @@ def max_blur_kernel_size(levels) -> int:
   return int(np.max(blur_kernel_size(np.asarray(levels, np.float32))))
 
 
-def _reflect101(index, size):
-  """OpenCV's BORDER_REFLECT_101 (numpy's 'reflect') for any index, also far outside [0, size)."""
-  if size == 1:
-    return np.zeros_like(index)
-  period = 2 * (size - 1)
-  index = np.mod(index, period)
-  return np.where(index >= size, period - index, index)
-
-
 def _blur_taps(sigma, radius):
   """Per-image normalised Gaussian taps at offsets -radius..radius, shape (B, 2*radius+1).
 
@@ -118,7 +116,7 @@ def _blur_axis(images, taps, radius, axis):
   size = images.shape[axis]
   offsets = np.arange(-radius, radius + 1)
   rows = np.broadcast_to(np.arange(size)[:, None], (size, offsets.size))
-  sources = _reflect101(rows + offsets[None, :], size)
+  sources = corruptions.border_index(rows + offsets[None, :], size, 'reflect101')
   matrix = jnp.zeros((images.shape[0], size, size), taps.dtype).at[:, rows, sources].add(
       jnp.broadcast_to(taps[:, None, :], (images.shape[0], size, offsets.size)))
   spec = 'bij,bjwc->biwc' if axis == 1 else 'bij,bhjc->bhic'
@@ -159,13 +157,18 @@ def _separable_blur(images, sigma, radius):
   return _blur_axis(_blur_axis(images, taps, radius, axis=1), taps, radius, axis=2)
 
 
-def distort(images, key, distortion_type: str, sigma, max_blur_kernel_size=None):
-  """Applies one named distortion at level `sigma` (scalar or per image)."""
+def distort(images, key, distortion_type: str, level, max_blur_kernel_size=None):
+  """Applies one named distortion at `level` (scalar or per image, may be traced): the paper's
+  noise (sigma, 0-255 units) or blur (sigma, px), or a common corruption at a severity 1-5
+  (corruptions.corrupt, its pixel lengths scaled to the image). `key`: one PRNG key, or one per
+  image."""
   if distortion_type == NOISE:
-    return gaussian_noise(images, sigma, key)
+    return gaussian_noise(images, level, key)
   if distortion_type == BLUR:
-    return gaussian_blur(images, sigma, max_blur_kernel_size)
-  raise ValueError(f'unknown distortion type {distortion_type!r}; allowed: {DISTORTION_TYPES}')
+    return gaussian_blur(images, level, max_blur_kernel_size)
+  if distortion_type in CORRUPTION_TYPES:
+    return corruptions.corrupt(images, distortion_type, level, key)
+  raise ValueError(f'unknown distortion type {distortion_type!r}; allowed: {", ".join(TYPES)}')
 
 
 def random_distortion(images, key, types: Sequence[str], levels: dict):
@@ -174,9 +177,9 @@ def random_distortion(images, key, types: Sequence[str], levels: dict):
   Args:
     images: float NHWC in [0, 1].
     key: PRNG key; it decides the type, the level and the noise.
-    types: the distortion types to draw from ('noise', 'blur'); one type is RecNet/fine-tuning
-      "single", both "multiple".
-    levels: {type: sequence of levels}, e.g. PAPER_LEVELS.
+    types: the distortion types to draw from ('noise', 'blur' or corruptions of TYPES); one type
+      is RecNet/fine-tuning "single", both "multiple".
+    levels: {type: sequence of levels}, e.g. PAPER_LEVELS; a corruption's are severities 1-5.
 
   Returns:
     (distorted images, type index into `types`, level index into levels[type]).

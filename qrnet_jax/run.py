@@ -30,11 +30,31 @@ TRAINING_RECORD = 'training.json'  # a trained classifier's epochs, beside its v
 SAMPLES_FILE = 'samples.npz'  # test images per level: clean, distorted, restored (Figure 8)
 
 
-def distortion_spec(config) -> distortions.DistortionSpec:
+def distortion_spec(config, types=None) -> distortions.DistortionSpec:
+  """The distortions a run trains on (config.distortion.types), or those of `types`, each with its
+  levels: the noise and blur sigmas, or the corruptions' severities."""
+  types = tuple(config.distortion.types if types is None else types)
   levels = {'noise': tuple(config.distortion.noise_levels),
             'blur': tuple(config.distortion.blur_levels)}
-  types = tuple(config.distortion.types)
-  return distortions.DistortionSpec(types=types, levels=tuple((t, levels[t]) for t in types))
+  severities = tuple(config.distortion.severities)
+  return distortions.DistortionSpec(
+      types=types, levels=tuple((t, levels.get(t, severities)) for t in types))
+
+
+def trained_distortions(config) -> tuple:
+  """The distortion types a run's training sees: Algorithm 1's (config.distortion.types) where
+  QRNet trains or a classifier is fine-tuned on distorted batches (Table 4); none where every
+  model trains on clean images only, or is read trained."""
+  classifiers = [c for group in config_schema.CLASSIFIER_GROUPS for c in config[group].values()]
+  distorted = config.train.max_epochs > 0 or any(
+      c.train_distorted and not c.checkpoint for c in classifiers)
+  return tuple(config.distortion.types) if distorted else ()
+
+
+def evaluation_spec(config) -> distortions.DistortionSpec:
+  """The distortions the test split is evaluated on: config.distortion.eval_types, or where it is
+  empty the training types; e.g. every corruption family, those trained on and those not."""
+  return distortion_spec(config, config.distortion.eval_types or None)
 
 
 def phases_for(mesh, *, qrnet, classifiers, tx, spec, batch_size, pretrain_epochs, epochs):
@@ -196,14 +216,16 @@ def _train_and_evaluate(config, workdir, mesh, show_progress):
     params, final_step = best.params, int(state.step)
   results = {}
   if config.train.evaluate_test:
-    results = _evaluate_test(config, workdir, params, frozen, dataset, spec, qrnet, evaluated,
-                             mesh, with_qrnet=total_epochs > 0, best_epoch=record.best_epoch)
+    results = _evaluate_test(config, workdir, params, frozen, dataset, evaluation_spec(config),
+                             qrnet, evaluated, mesh, with_qrnet=total_epochs > 0,
+                             best_epoch=record.best_epoch)
   summary = run_summary.RunSummary(
       workdir=files.absolute(workdir), final_step=final_step, epochs=record.epoch,
       best_epoch=record.best_epoch, best_val_loss=record.best_val_loss,
       stopped_early=record.stopped_early, history=record.history,
       test=metrics_lib.json_safe(results), data=dataset.info, devices=int(mesh.devices.size),
-      device_kind=f'{jax.devices()[0].platform} {jax.devices()[0].device_kind}')
+      device_kind=f'{jax.devices()[0].platform} {jax.devices()[0].device_kind}',
+      trained_on=list(trained_distortions(config)))
   with timing.part('write'):
     run_summary.write(workdir, summary)
   return summary

@@ -22,6 +22,8 @@ class RunSummary:
   data: dict  # the dataset's info (data.Dataset.info): class names, split sizes, ...
   devices: int
   device_kind: str = '?'  # absent from summaries written before it was recorded
+  # The distortion types its training saw (run.trained_distortions); None: written before recorded
+  trained_on: Optional[list] = None
 
   @property
   def images(self) -> Optional[dict]:

@@ -412,7 +412,7 @@ def _experiment_results(suite_config, workdir, name) -> dict:
         'test': summary.test, **run_time(run_dir),
         'samples': samples if files.is_file(samples) else None,
         'outcomes': outcomes if files.is_file(outcomes) else None,
-        'images': summary.images,
+        'images': summary.images, 'trained_on': summary.trained_on,
         'devices': f'{summary.devices} x {summary.device_kind}'}
   classifier_run = run_names.classifier_run(e.classifier)
   return {

@@ -34,6 +34,14 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
     cat .venv/pip_install.log >&2
     exit 1
   fi
+  # Frost's six photographs (2 MB) come with ImageNet-C's reference package; its code needs
+  # OpenCV, scikit-image and numba (400 MB), which only the tests' comparison uses (the test extra
+  # installs them). qrnet_jax/corruptions.py reads the photographs without importing it.
+  if ! .venv/bin/python -m pip install -q --no-deps -c requirements.txt imagecorruptions-imaug \
+      >>.venv/pip_install.log 2>&1; then
+    cat .venv/pip_install.log >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi
 

@@ -198,3 +198,45 @@ def test_class_with_only_unreadable_files_is_refused_naming_it(tmp_path):
       f.write(b'not a jpeg')
   with pytest.raises(ValueError, match=r"class 'd': all its 3 images are unreadable \(d/0.jpg"):
     data.load_dataset(folder_config(root), seed=0)
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('distortion.types', ('noise', 'frostbite'), "unknown distortion 'frostbite'; allowed: noise, "
+     "blur (the paper's) and ImageNet-C's corruption families gaussian_noise, shot_noise, "),
+    ('distortion.eval_types', ('fog', 'Fog'), "unknown distortion 'Fog'; allowed: noise, blur"),
+    ('distortion.eval_types', ('fog', 'fog'), 'repeats a type'),
+    ('distortion.severities', (1, 6), 'must be distinct integers, allowed: 1, 2, 3, 4, 5 '
+     "(ImageNet-C's severities); got (1, 6)"),
+    ('distortion.severities', (0,), 'allowed: 1, 2, 3, 4, 5'),
+    ('distortion.severities', (2.5,), 'allowed: 1, 2, 3, 4, 5'),
+    ('distortion.severities', (), 'allowed: 1, 2, 3, 4, 5'),
+])
+def test_unknown_corruption_family_or_severity_is_refused_naming_the_field(field, value, message):
+  config = default.get_config()
+  config.distortion[field.split('.')[1]] = value
+  with pytest.raises(ConfigError, match=f'^config.{field}: ') as raised:
+    config_validation.validate(config)
+  assert message in str(raised.value)
+
+
+def test_corruption_families_and_severities_are_accepted():
+  config = default.get_config()
+  config.distortion.types = ('noise', 'fog', 'jpeg_compression')
+  config.distortion.eval_types = distortions.TYPES
+  config.distortion.severities = (2, 4)
+  config_validation.validate(config)
+  spec = run.evaluation_spec(config)
+  assert spec.types == distortions.TYPES
+  assert spec.levels_by_type['saturate'] == (2, 4)
+  assert spec.levels_by_type['noise'] == config.distortion.noise_levels
+  assert run.distortion_spec(config).types == ('noise', 'fog', 'jpeg_compression')
+
+
+def test_bad_severity_is_refused_before_any_data_loading(tmp_path):
+  result = main_cli('--config', 'configs/default.py', '--workdir', str(tmp_path / 'run'),
+                    '--config.data.data_dir', str(tmp_path / 'nowhere'),
+                    '--config.distortion.severities=(1,2,9)')
+  assert_refused(result, 'config.distortion.severities: must be distinct integers, allowed: '
+                         '1, 2, 3, 4, 5')
+  assert os.listdir(tmp_path) == ['run']  # the workdir (its lock), no data folder
+  assert config_validation.CONFIG_FILE not in os.listdir(tmp_path / 'run')

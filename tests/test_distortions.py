@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qrnet_jax import distortions
+from qrnet_jax import corruptions, distortions
 
 BLUR_LEVELS = distortions.PAPER_LEVELS['blur']
 
@@ -108,3 +108,35 @@ def test_gaussian_noise_with_one_key_per_image_does_not_depend_on_the_batch():
                             distortions.gaussian_noise(images[2:], 60., keys[2:])])
   np.testing.assert_array_equal(whole, halves)
   assert not np.array_equal(whole[0], whole[1])
+
+
+def test_distort_applies_a_corruption_family_at_a_severity():
+  images = jax.random.uniform(jax.random.key(0), (3, 16, 16, 3))
+  keys = jax.random.split(jax.random.key(1), 3)
+  for family in ('fog', 'pixelate', 'saturate'):
+    np.testing.assert_array_equal(distortions.distort(images, keys, family, 3.),
+                                  corruptions.corrupt(images, family, 3, keys))
+  with pytest.raises(ValueError, match="unknown distortion type 'fogg'; allowed: noise, blur, "
+                                       'gaussian_noise'):
+    distortions.distort(images, keys, 'fogg', 3)
+
+
+def test_random_distortion_draws_corruption_families_and_severities():
+  """Algorithm 1 over families: a family and a severity per batch, applied to all of it as
+  corruptions.corrupt does with the sampler's third key (checked eagerly, then the draws under
+  jit cover every family and severity)."""
+  images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3))
+  types = ('noise', 'contrast', 'pixelate')
+  levels = {'noise': (20.,), 'contrast': (1, 5), 'pixelate': (2, 4)}
+  for seed in range(8):
+    key = jax.random.key(seed)
+    out, type_index, level_index = distortions.random_distortion(images, key, types, levels)
+    name = types[int(type_index)]
+    level = levels[name][int(level_index)]
+    noise_key = jax.random.split(key, 3)[2]
+    expected = (distortions.gaussian_noise(images, level, noise_key) if name == 'noise'
+                else corruptions.corrupt(images, name, level, noise_key))
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+  draw = jax.jit(lambda k: distortions.random_distortion(images, k, types, levels)[1:])
+  drawn = {tuple(int(i) for i in draw(jax.random.key(s))) for s in range(100)}
+  assert drawn == {(0, 0), (1, 0), (1, 1), (2, 0), (2, 1)}

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from qrnet_jax import report, timing
+from qrnet_jax import corruptions, report, stats, timing
 from qrnet_jax import outcomes as outcomes_lib
 from qrnet_jax.report.tables import TABLE_TITLES
 
@@ -143,7 +143,7 @@ def markdown_tables(text):
     elif line.startswith('### ') and in_findings:
       experiment, key = re.search(r'\(`(\w+)`\)$', line).group(1), 'findings'
     elif line.startswith('### '):
-      key = TABLE_KEYS.get(line[4:], 'runs' if line == '### Runs' else line)
+      key = TABLE_KEYS.get(line[4:], 'runs' if line == '### Runs' else line[4:])
     elif line.startswith('#### '):  # one per-level table per run
       key = ('levels', re.fullmatch(r'#### `(\w+)`', line).group(1))
     elif line.startswith('|') and not line.startswith('|---'):
@@ -187,7 +187,8 @@ def check_markdown_matches_json(out_dir, results):
                f"{f['images']:,}", f['verdict']] + [sign(f['paper_difference'])] * paper
               for f in exp['findings']]
     for key, table in exp['tables'].items():
-      expected[(name, key)] = [['method'] + table['columns']] + [
+      expected[(name, table.get('title', key))] = [
+          [table.get('row_header', 'method')] + table['columns']] + [
           [row['method']] + [expected_cell(row['values'][c], row['method'], c,
                                            row['intervals'].get(c))
                              for c in table['columns']] for row in table['rows']]
@@ -471,3 +472,108 @@ def test_suite_seeds_option_repeats_the_restorer_runs():
   assert len(runs) == 13 + 2 * 7
   with pytest.raises(ValueError, match=r"unknown variant 'seeds=0'"):
     default_suite.get_config('seeds=0')
+
+
+FAMILIES = corruptions.IMAGENET_C + corruptions.HELD_OUT
+CORRUPTION_RUNS = {  # run: (restored, trained on)
+    'classifier_small_vgg': (False, []), 'finetuned_seen': (False, ['fog', 'pixelate']),
+    'qrnet_paper': (True, ['noise', 'blur']), 'qrnet_seen': (True, ['fog', 'pixelate'])}
+
+
+def fake_corruption_runs(rng, out_dir):
+  """Runs evaluated on clean images and every family at severities 1-5. The classifier alone
+  loses nothing to brightness (each severity as accurate as clean): its relative CE there is
+  undefined."""
+  runs = {}
+  for run, (restored, trained_on) in CORRUPTION_RUNS.items():
+    stages = ['none', 'qrnet'] if restored else ['none']
+    test, per_level = {}, {}
+    for level in ['clean'] + [f'{f}/{s}' for f in FAMILIES for s in range(1, 6)]:
+      correct = {f'{stage}/{C}/accuracy': rng.random(IMAGES) < rng.uniform(0.1, 0.9)
+                 for stage in stages}
+      if run == 'classifier_small_vgg' and level.startswith('brightness/'):
+        correct = {m: per_level['clean'][m].copy() for m in correct}
+      per_level[level] = correct
+      test[level] = {m: float(v.mean()) for m, v in correct.items()}
+    path = os.path.join(out_dir, f'{run}.outcomes.npz')
+    outcomes_lib.write(path, outcomes_lib.from_per_image(np.arange(IMAGES), per_level))
+    parts = dict(zip(timing.PARTS, rng.uniform(1, 500, len(timing.PARTS)).round(3)))
+    runs[run] = {'test': test, 'outcomes': path, 'wall_s': sum(parts.values()), 'parts': parts,
+                 'counts': {'train_images': 6400, 'test_images': IMAGES * len(test),
+                            'cache_hits': 2, 'cache_misses': 5},
+                 'images': {'train': 50000, 'val': 10000, 'test': IMAGES}, 'devices': 'cpu x2',
+                 'trained_on': trained_on}
+  return runs
+
+
+def test_corruption_section_numbers_against_independent_sums(tmp_path):
+  """Every corruption number recomputed from the runs' per-level accuracies with numpy: family
+  means, CE and relative CE against the classifier alone, mCE over the 15 and the held-out 4,
+  unseen means; the paper's tables and figures absent; markdown and CSV equal results.json."""
+  rng = np.random.default_rng(1)
+  runs = fake_corruption_runs(rng, str(tmp_path))
+  exp = {'name': 'corruptions', 'title': 'Corruptions', 'classifier': C, 'unseen': None,
+         'paper': None, 'runs': runs, 'latency': None, 'parameters': None}
+  out_dir = str(tmp_path / 'report')
+  results = report.write_report(out_dir, [exp], {'commit': 'abc'})
+  tables = results['experiments']['corruptions']['tables']
+  assert list(tables) == ['corruptions'] + [f'corruptions_{r}' for r in CORRUPTION_RUNS]
+  heatmaps = [f'corruptions_{r}_corruptions.png' for r in CORRUPTION_RUNS]
+  assert sorted(os.listdir(out_dir)) == sorted(['results.json', 'results.csv', 'report.md']
+                                               + heatmaps)
+  for name in heatmaps:
+    assert read_bytes(out_dir, name)[:8] == PNG_MAGIC
+  check_markdown_matches_json(out_dir, results)
+
+  accuracy = lambda run, metric, family: np.array(
+      [runs[run]['test'][f'{family}/{s}'][metric] for s in range(1, 6)])
+  base = ('classifier_small_vgg', f'none/{C}/accuracy')
+  base_clean = runs[base[0]]['test']['clean'][base[1]]
+  summary = table_rows(results, 'corruptions', 'corruptions')
+  for run, (restored, trained_on) in CORRUPTION_RUNS.items():
+    metric = f'{"qrnet" if restored else "none"}/{C}/accuracy'
+    clean = runs[run]['test']['clean'][metric]
+    rows = table_rows(results, 'corruptions', f'corruptions_{run}')
+    ce, rce = {}, {}
+    for family in FAMILIES:
+      row = rows[family + (' (seen)' if family in trained_on else '')]
+      acc, base_acc = accuracy(run, metric, family), accuracy(*base, family)
+      assert_close(row['accuracy'], acc.mean())
+      for s in range(1, 6):
+        assert row[f'severity {s}'] == acc[s - 1]
+      ce[family] = (1 - acc).sum() / (1 - base_acc).sum()
+      denominator = ((1 - base_acc) - (1 - base_clean)).sum()
+      rce[family] = ((1 - acc) - (1 - clean)).sum() / denominator if denominator > 0 else None
+      assert_close(row['CE'], ce[family])
+      assert_close(row['relative CE'], rce[family])
+    assert rce['brightness'] is None
+    label = next(m for m in summary if m.startswith(f'{run}: '))
+    assert label == f'{run}: QRNet + {C}' if restored else f'{run}: {C}'
+    for name, group in (('15', corruptions.IMAGENET_C), ('held-out 4', corruptions.HELD_OUT)):
+      for values in (summary[label], {'mean ' + name: rows[f'mean {name}']['accuracy'],
+                                      'mCE ' + name: rows[f'mean {name}']['CE'],
+                                      'relative mCE ' + name: rows[f'mean {name}']['relative CE']}):
+        assert_close(values[f'mean {name}'],
+                     np.mean([accuracy(run, metric, f).mean() for f in group]))
+        assert_close(values[f'mCE {name}'], np.mean([ce[f] for f in group]))
+        assert_close(values[f'relative mCE {name}'],
+                     np.mean([rce[f] for f in group if rce[f] is not None]))
+    assert_close(summary[label]['mean unseen'], np.mean(
+        [accuracy(run, metric, f).mean() for f in FAMILIES if f not in trained_on]))
+    assert summary[label]['clean'] == rows['clean']['accuracy'] == clean
+    if run == base[0]:
+      assert all(ce[f] == 1. for f in FAMILIES)
+  # An interval recomputed: a family's accuracy is the per-image mean over its severities.
+  found = results['experiments']['corruptions']['tables']['corruptions_qrnet_seen']['rows']
+  fog = next(r for r in found if r['method'] == 'fog (seen)')
+  per_image = np.mean([outcomes_lib.read(runs['qrnet_seen']['outcomes']).get(
+      f'fog/{s}', f'qrnet/{C}/accuracy') for s in range(1, 6)], axis=0)
+  assert fog['intervals']['accuracy'] == list(stats.bootstrap_interval(per_image))
+  with open(os.path.join(out_dir, 'results.csv'), newline='') as f:
+    from_csv = {(r['table'], r['row'], r['column']): float(r['value'])
+                for r in csv.DictReader(f)}
+  for name, table in tables.items():
+    for row in table['rows']:
+      for column, value in row['values'].items():
+        if value is not None:
+          assert from_csv[(name, row['method'], column)] == value

@@ -17,8 +17,8 @@ import optax
 import pytest
 
 from configs import default
-from qrnet_jax import (checkpointing, config_schema, config_validation, data, distortions,
-                       evaluate, loop, metrics, parallel, run, run_classifiers, steps)
+from qrnet_jax import (checkpointing, config_schema, config_validation, corruptions, data,
+                       distortions, evaluate, loop, metrics, parallel, run, run_classifiers, steps)
 from qrnet_jax.models import QRNet, init_variables
 from qrnet_jax.models.small import SmallResNet, SmallVGG
 
@@ -390,8 +390,12 @@ def test_run_written_before_a_field_existed_resumes_with_its_implicit_value(tmp_
   config = tiny_run_config()
   written = json.loads(config_validation.config_json(config))
   del written['model']['conv_impl'], written['classifiers']['small_vgg']['init_checkpoint']
+  del written['distortion']['severities'], written['distortion']['eval_types']
   (tmp_path / config_validation.CONFIG_FILE).write_text(json.dumps(written))
   config_validation.check_config_unchanged(config, str(tmp_path))  # 'auto' and '' then as now
+  with pytest.raises(ValueError, match=r"config.distortion.eval_types: \[\] -> \['fog'\]"):
+    config_validation.check_config_unchanged(
+        tiny_run_config(**{'distortion.eval_types': ('fog',)}), str(tmp_path))
   with pytest.raises(ValueError, match=r"config.model.conv_impl: 'auto' -> 'xla'"):
     config_validation.check_config_unchanged(tiny_run_config(**{'model.conv_impl': 'xla'}),
                                              str(tmp_path))
@@ -464,6 +468,31 @@ def test_evaluation_does_not_depend_on_batch_size_or_devices():
   for level in outcomes.levels:
     for metric in outcomes.metrics:
       assert means[level][metric] == pytest.approx(outcomes.get(level, metric).mean(), abs=1e-12)
+
+
+def test_evaluation_covers_corruption_families_at_each_severity():
+  """Levels 'FAMILY/SEVERITY' beside the paper's, each image corrupted with its own key (from its
+  index) as corruptions.corrupt does it, the classifier's outcomes recomputed independently."""
+  dataset = tiny_dataset(num_examples=60)
+  module, variables = random_classifier(3)
+  classifier = steps.Classifier('clf', module, weight=0.01)
+  spec = distortions.DistortionSpec(('blur', 'fog', 'pixelate'),
+                                    (('blur', (1.,)), ('fog', (2, 5)), ('pixelate', (4,))))
+  means, outcomes = evaluate.evaluate_by_level(
+      {'classifiers': {}}, {'clf': variables}, dataset.test, spec=spec, qrnet=QRNet(small=True),
+      classifiers=(classifier,), mesh=parallel.make_mesh(jax.devices()[:1]), batch_size=8,
+      with_qrnet=False)
+  assert list(means) == ['clean', 'blur/1', 'fog/2', 'fog/5', 'pixelate/4']
+  batch = next(data.eval_batches(dataset.test, len(dataset.test)))
+  clean = jnp.asarray(batch['image'], jnp.float32) / 255.
+  keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+      jax.random.PRNGKey(evaluate.EVAL_NOISE_SEED), jnp.asarray(batch['index']))
+  for family, severity in (('fog', 2), ('fog', 5), ('pixelate', 4)):
+    logits = module.apply(variables, corruptions.corrupt(clean, family, severity, keys))
+    correct = np.asarray(jnp.argmax(logits, -1) == batch['label'])
+    level = f'{family}/{severity}'
+    np.testing.assert_array_equal(outcomes.get(level, 'none/clf/accuracy'), correct)
+    assert means[level]['none/clf/accuracy'] == pytest.approx(correct.mean())
 
 
 def test_fine_tuned_classifier_trains_on_clean_and_distorted_batches():

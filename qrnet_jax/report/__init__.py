@@ -10,14 +10,16 @@ out_dir:
   results.csv      the same numbers in long format, one row per number;
   report.md        the findings first, then provenance, the tables and a per-level table per
                    run, figures embedded;
-  fig4_<name>.png .. fig8_<name>.png.
+  fig4_<name>.png .. fig8_<name>.png, corruptions_<run>_<name>.png.
+Runs evaluated on ImageNet-C's corruption families add the corruption section (corruptions.py):
+a summary table, a table and a heatmap per method.
 """
 import json
 import os
 
 from qrnet_jax import files, metrics
 from qrnet_jax import outcomes as outcomes_lib
-from qrnet_jax.report import figures, findings, long_csv, markdown, seeds, tables
+from qrnet_jax.report import corruptions, figures, findings, long_csv, markdown, seeds, tables
 
 
 def write_report(out_dir: str, experiments: list, provenance: dict) -> dict:
@@ -29,14 +31,15 @@ def write_report(out_dir: str, experiments: list, provenance: dict) -> dict:
     outcomes = {run: o for run, o in outcomes.items() if o is not None}
     runs = {run: tables.run_record(r, outcomes.get(run)) for run, r in exp['runs'].items()}
     tests = {run: r['test'] for run, r in runs.items()}
+    tables_ = {**tables.experiment_tables(exp, tests, outcomes),
+               **corruptions.corruption_tables(exp, runs, outcomes)}
     results['experiments'][exp['name']] = {
         'title': exp['title'], 'classifier': exp['classifier'], 'unseen': exp.get('unseen'),
         'paper': exp.get('paper'), 'runs': runs, 'latency': metrics.json_safe(exp.get('latency')),
         'parameters': metrics.json_safe(exp.get('parameters')),
         'findings': findings.experiment_findings(exp, tests, outcomes),
-        'tables': tables.experiment_tables(exp, tests, outcomes),
-        'seeds': seeds.seeds_table(exp, tests, tables.accuracy_values),
-        'figures': figures.write_figures(out_dir, exp, tests)}
+        'tables': tables_, 'seeds': seeds.seeds_table(exp, tests, tables.accuracy_values),
+        'figures': figures.write_figures(out_dir, exp, tests, tables_)}
   files.write_text(os.path.join(out_dir, 'results.json'),
                    json.dumps(results, indent=2, allow_nan=False) + '\n')
   files.write_text(os.path.join(out_dir, 'results.csv'), long_csv.results_csv(results))

@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 from qrnet_jax import files
+from qrnet_jax.corruptions import HELD_OUT
 from qrnet_jax.report.methods import (DISTORTIONS, Method, end_to_end_methods, has_runs,
                                       level_order, levels_of, recovery_methods, unseen_methods)
 from qrnet_jax.run_names import classifier_run
@@ -54,7 +55,8 @@ def plot_quality_vs_accuracy(path, tests, c, title) -> bool:
   """Figure 7: accuracy against PSNR and SSIM, one point per level; rows noise and blur."""
   lines = [(f'{c} (no restoration)', classifier_run(c), 'none'),
            (f'RecNet (multiple) + {c}', 'recnet', 'qrnet'), (f'QRNet + {c}', 'qrnet', 'qrnet')]
-  lines = [line for line in lines if line[1] in tests]
+  lines = [line for line in lines
+           if line[1] in tests and any(levels_of(tests[line[1]], d) for d in DISTORTIONS)]
   if not lines:
     return False
   fig, axes = _pyplot().subplots(len(DISTORTIONS), 2, figsize=(10, 8))
@@ -99,8 +101,36 @@ def plot_samples(path, sample_files: dict) -> bool:
   return _save(fig, path)
 
 
-def write_figures(out_dir: str, exp: dict, tests: dict) -> dict:
-  """Draws the experiment's figures; {file name: caption} of those drawn."""
+def plot_corruption_heatmap(path, table: dict, title) -> bool:
+  """A method's accuracy per corruption family (rows) and severity (columns), from its table in
+  the report (report/corruptions.py): each cell printed, seen families marked in their label, a
+  line above the held-out families."""
+  columns = [c for c in table['columns'] if c.startswith('severity ')]
+  rows = [r for r in table['rows'] if any(r['values'].get(c) is not None for c in columns)]
+  if not rows or not columns:
+    return False
+  grid = np.asarray([[np.nan if r['values'].get(c) is None else r['values'][c] for c in columns]
+                     for r in rows])
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(1.1 * len(columns) + 3, 0.32 * len(rows) + 1.5))
+  image = ax.imshow(grid, vmin=0, vmax=1, cmap='viridis', aspect='auto')
+  for (i, j), value in np.ndenumerate(grid):
+    if np.isfinite(value):
+      ax.text(j, i, f'{value:.2f}', ha='center', va='center', fontsize=7,
+              color='black' if value > 0.6 else 'white')
+  held_out = [i for i, r in enumerate(rows) if r['method'].split()[0] in HELD_OUT]
+  if held_out:  # ImageNet-C's 15 above the line, the 4 held-out families below
+    ax.axhline(held_out[0] - 0.5, color='white', linewidth=2)
+  ax.set_xticks(range(len(columns)), [c.split()[1] for c in columns])
+  ax.set_yticks(range(len(rows)), [r['method'] for r in rows], fontsize=8)
+  ax.set(xlabel='severity', title=title)
+  fig.colorbar(image, ax=ax, label='accuracy')
+  return _save(fig, path)
+
+
+def write_figures(out_dir: str, exp: dict, tests: dict, tables: dict = None) -> dict:
+  """Draws the experiment's figures (and a corruption heatmap per method where `tables` has the
+  corruption section); {file name: caption} of those drawn."""
   c, u, title = exp['classifier'], exp.get('unseen'), exp['title']
   samples = {label: (exp['runs'].get(run) or {}).get('samples')
              for label, run in (('RecNet', 'recnet'), ('QRNet', 'qrnet'))}
@@ -115,9 +145,15 @@ def write_figures(out_dir: str, exp: dict, tests: dict) -> dict:
        lambda p: plot_quality_vs_accuracy(p, tests, c, title)),
       (8, 'Figures 1/8: the first test image at each level, distorted and restored',
        lambda p: plot_samples(p, samples))]
+  figures = [(f'fig{number}_{exp["name"]}.png', caption, draw)
+             for number, caption, draw in figures]
+  for name, table in (tables or {}).items():
+    if name.startswith('corruptions_'):
+      caption = f'{table["title"]}: accuracy per family and severity'
+      figures.append((f'{name}_{exp["name"]}.png', caption,
+                      lambda p, t=table, c=caption: plot_corruption_heatmap(p, t, c)))
   drawn = {}
-  for number, caption, draw in figures:
-    file = f'fig{number}_{exp["name"]}.png'
+  for file, caption, draw in figures:
     if draw(os.path.join(out_dir, file)):
       drawn[file] = caption
     elif files.exists(os.path.join(out_dir, file)):  # from an earlier report: now stale

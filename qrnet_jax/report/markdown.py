@@ -144,8 +144,8 @@ def experiment_markdown(name: str, exp: dict) -> list:
               "cache hits: programs read from the persistent compilation cache / programs "
               "compiled or read."]
   for table_name, table in exp['tables'].items():
-    lines += ['', f'### {TABLE_TITLES[table_name]}', '']
-    lines += markdown_table(['method'], table['columns'],
+    lines += ['', f'### {table.get("title") or TABLE_TITLES[table_name]}', '']
+    lines += markdown_table([table.get('row_header', 'method')], table['columns'],
                             [([row['method']], row['values'], row.get('intervals') or {})
                              for row in table['rows']])
     lines += [''] + [f'- {note}' for note in table['notes']]

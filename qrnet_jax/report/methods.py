@@ -74,4 +74,7 @@ def levels_of(test: dict, distortion: str) -> list:
 
 
 def has_runs(tests, method: Method) -> bool:
-  return any(run in tests for run, _ in method.sources.values())
+  """Whether any of the method's runs was evaluated on its distortion (a run evaluated only on
+  corruption families gives the paper's rows nothing)."""
+  return any(run in tests and levels_of(tests[run], distortion)
+             for distortion, (run, _) in method.sources.items())

@@ -192,6 +192,7 @@ def run_record(run: dict, outcomes) -> dict:
                             and v.size}
                     for level in levels},
       'wall_s': run.get('wall_s'), 'parts': run.get('parts'), 'counts': run.get('counts'),
-      'images': run.get('images'), 'devices': run.get('devices')})
+      'images': run.get('images'), 'devices': run.get('devices'),
+      'trained_on': run.get('trained_on')})
 
 
