@@ -10,11 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from imagecorruptions import corruptions as reference  # the test extra's pinned reference
 from PIL import Image
 
 from qrnet_jax import corruptions
 
-reference = pytest.importorskip('imagecorruptions.corruptions')
 # The reference's spatter divides by zero now and then (see reference_corrupt).
 pytestmark = pytest.mark.filterwarnings('ignore:invalid value encountered in divide:RuntimeWarning')
 
