@@ -255,8 +255,11 @@ def test_full_disk_on_a_small_filesystem_stops_naming_the_path_and_keeps_the_las
   result = subprocess.run(main_command(workdir), cwd=ROOT, env=env(), capture_output=True,
                           text=True, timeout=600)
   assert result.returncode == 1
-  assert re.search(rf'error: no space left to write {workdir}/checkpoints/latest '
-                   r'\(\d+ bytes needed, \d+ free there\)', result.stderr), result.stderr[-3000:]
+  # Which write meets the full disk first depends on the timing of Orbax's asynchronous saves:
+  # 'latest' most often, 'best' or a step's checksum file at times. Each names its own path.
+  errors = [line for line in result.stderr.splitlines() if 'error:' in line or 'Error' in line]
+  assert re.search(rf'error: no space left to write {workdir}/checkpoints/\S+ '
+                   r'\(\d+ bytes needed, \d+ free there\)', result.stderr), errors[-20:]
   step, _ = latest_params(workdir)  # readable: the newest step committed before the disk filled
   assert step == max(committed_steps(workdir)) < whole[1]
   assert files.read_json(workdir / 'config.json') == files.read_json(whole[0] / 'config.json')
