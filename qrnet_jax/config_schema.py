@@ -52,47 +52,51 @@ def _classifier_field(pattern: str) -> bool:
   return pattern.startswith('*.*.')
 
 
+def _matches(pattern: str, field: str) -> bool:
+  if _classifier_field(pattern):
+    return (field.split('.', 1)[0] in CLASSIFIER_GROUPS
+            and fnmatch.fnmatchcase(field, pattern))
+  return field == pattern
+
+
 def default_for(field: str):
   """The value a config without `field` (dotted, e.g. 'classifiers.c.imagenet') takes, as its
   config.json holds it (tuples as lists); None for a field every config has."""
-  for pattern, value in OPTIONAL_FIELDS.items():
-    if _classifier_field(pattern):
-      group = field.split('.', 1)[0]
-      if group in CLASSIFIER_GROUPS and fnmatch.fnmatchcase(field, pattern):
-        return json.loads(json.dumps(value))
-    elif field == pattern:
-      return json.loads(json.dumps(value))
-  return None
+  value = next((v for pattern, v in OPTIONAL_FIELDS.items() if _matches(pattern, field)), None)
+  return json.loads(json.dumps(value))
 
 
-def _fill(tree: ml_collections.ConfigDict, path: tuple, value):
-  for part in path[:-1]:
-    if part not in tree:
-      tree[part] = ml_collections.ConfigDict()
-    tree = tree[part]
-  if path[-1] not in tree:
-    tree[path[-1]] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
+def _fields_under(prefix: str) -> dict:
+  """The optional fields whose patterns start with `prefix`, relative to it."""
+  return {pattern[len(prefix):]: value for pattern, value in OPTIONAL_FIELDS.items()
+          if pattern.startswith(prefix)}
+
+
+def _fill(tree: ml_collections.ConfigDict, fields: dict):
+  """Sets each dotted field of `fields` that `tree` lacks (making the groups on its way)."""
+  for field, value in fields.items():
+    *groups, leaf = field.split('.')
+    node = tree
+    for part in groups:
+      if part not in node:
+        node[part] = ml_collections.ConfigDict()
+      node = node[part]
+    if leaf not in node:
+      node[leaf] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
 
 
 def completed(config) -> ml_collections.ConfigDict:
   """A copy of a run config with every optional field that it lacks set to its default."""
   config = ml_collections.ConfigDict(config.to_dict())
-  for pattern, value in OPTIONAL_FIELDS.items():
-    if not _classifier_field(pattern):
-      _fill(config, tuple(pattern.split('.')), value)
+  _fill(config, {p: v for p, v in OPTIONAL_FIELDS.items() if not _classifier_field(p)})
   for group in CLASSIFIER_GROUPS:
     for name in config[group]:
-      for pattern, value in OPTIONAL_FIELDS.items():
-        if _classifier_field(pattern):
-          _fill(config[group][name], (pattern.split('.')[-1],), value)
+      _fill(config[group][name], _fields_under('*.*.'))
   return config
 
 
 def completed_data(data_config) -> ml_collections.ConfigDict:
   """A copy of a run config's `data` field with every optional field it lacks set."""
   data_config = ml_collections.ConfigDict(data_config.to_dict())
-  for pattern, value in OPTIONAL_FIELDS.items():
-    group, _, field = pattern.partition('.')
-    if group == 'data':
-      _fill(data_config, (field,), value)
+  _fill(data_config, _fields_under('data.'))
   return data_config
