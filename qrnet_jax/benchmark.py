@@ -24,7 +24,7 @@ import numpy as np
 import optax
 from absl import app, flags
 
-from qrnet_jax import distortions, parallel, steps
+from qrnet_jax import config_validation, distortions, parallel, steps
 from qrnet_jax.models import QRNet
 from qrnet_jax.models import classifiers as classifier_lib
 from qrnet_jax.models import init_variables
@@ -64,7 +64,8 @@ def train_step_timer(image_size, batch_size, archs, dtype, num_classes=101,
                      small=False) -> StepTimer:
   """The jitted, data-parallel train step, compiled (traced under the current conv_impl)."""
   mesh = parallel.make_mesh()
-  parallel.check_batch_divisible(batch_size, mesh, 'batch_size')
+  config_validation.check_batch_divisible('batch_size', batch_size, mesh.devices.size,
+                                          'devices')
   qrnet = QRNet(small=small, dtype=dtype)
   specs, frozen = [], {}
   for index, arch in enumerate(archs):

@@ -14,6 +14,11 @@ import ml_collections
 
 CLASSIFIER_GROUPS = ('classifiers', 'eval_classifiers')
 
+# The values some fields allow (config_validation refuses others, naming the field).
+DATASETS = ('synthetic', 'fashion_mnist', 'folder', 'caltech101', 'caltech256', 'tfds')
+RESIZE_POLICIES = ('squash', 'center_crop')  # data.resize: data/images.py
+CACHE_MODES = ('memory', 'disk', 'none')  # data.cache: data/pipeline.py
+
 OPTIONAL_FIELDS = {
     'eval_classifiers': {},  # classifiers only evaluated with QRNet's output (Figure 6's unseen)
     'model.conv_impl': 'auto',
@@ -93,6 +98,18 @@ def completed(config) -> ml_collections.ConfigDict:
     for name in config[group]:
       _fill(config[group][name], _fields_under('*.*.'))
   return config
+
+
+SUITE_OPTIONAL_FIELDS = {
+    'concurrent_runs': 1,  # runs of the suite executing at once (worker processes, one CPU host)
+}
+
+
+def completed_suite(suite_config) -> ml_collections.ConfigDict:
+  """A copy of a suite config with its own optional fields set (its runs' configs as written)."""
+  suite_config = ml_collections.ConfigDict(suite_config.to_dict())
+  _fill(suite_config, SUITE_OPTIONAL_FIELDS)
+  return suite_config
 
 
 def completed_data(data_config) -> ml_collections.ConfigDict:

@@ -1,5 +1,8 @@
-"""Checks every config field before any data loading or compilation.
+"""Checks every config field before any data loading or compilation: the one validator.
 
+`validate` checks a run's config; `validate_data` its data fields alone (what data.load_dataset
+needs); `validate_suite` a suite's own fields (configs/suites/); `check_batch_divisible` a batch
+against the devices or processes; `check_training_start` where a classifier's training starts.
 Each error names the field (as it is written on the command line, `config.a.b`) and what is allowed.
 """
 import hashlib
@@ -11,7 +14,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from qrnet_jax import config_schema, corruptions, data, distortions, files, parallel
+from qrnet_jax import config_schema, corruptions, distortions, files
 from qrnet_jax.errors import ConfigError  # re-exported: config_validation.ConfigError
 from qrnet_jax.models import classifiers as classifier_lib
 from qrnet_jax.models.qrnet import SIZE_MULTIPLE
@@ -71,7 +74,59 @@ def _validate_data(config):
   size = _get(config, 'data.image_size')
   _require(_is_int(size) and size > 0 and size % SIZE_MULTIPLE == 0, 'data.image_size',
            f'must be a positive multiple of {SIZE_MULTIPLE} (QRNet pools four times), got {size!r}')
-  data.validate_data_config(config.data)
+  validate_data(config.data)
+
+
+def validate_data(data_config) -> None:
+  """The data fields alone (what data.load_dataset needs, at any image size): raises ConfigError
+  naming the field; reads no data (cheap stat calls only)."""
+  data_config = config_schema.completed_data(data_config)
+  name = data_config.get('name', None)
+  _require(name in config_schema.DATASETS, 'data.name',
+           f'unknown dataset {name!r}; allowed: {config_schema.DATASETS}')
+  size = data_config.get('image_size', None)
+  _require(_is_int(size) and size > 0, 'data.image_size', f'{size!r}; must be a positive integer')
+  for field, allowed in (('resize', config_schema.RESIZE_POLICIES),
+                         ('cache', config_schema.CACHE_MODES)):
+    _require(data_config[field] in allowed, f'data.{field}',
+             f'{data_config[field]!r}; allowed: {allowed}')
+  workers = data_config.num_workers
+  _require(_is_int(workers) and workers >= 0, 'data.num_workers',
+           f'{workers!r}; must be 0 (decode in threads of the main process) or a number of worker '
+           'processes')
+  seed = data_config.split_seed
+  _require(_is_int(seed) and seed >= 0, 'data.split_seed',
+           f'{seed!r}; must be a non-negative integer')
+  checksum = data_config.archive_checksum
+  if checksum:
+    algorithm, _, digest = checksum.partition(':')
+    length = {'sha256': 64, 'md5': 32}.get(algorithm.lower())
+    _require(len(digest) == length and all(c in '0123456789abcdefABCDEF' for c in digest),
+             'data.archive_checksum', f'{checksum!r}; expected sha256:<64 hex> or md5:<32 hex>, '
+             'or empty for the official checksums')
+  for field in ('max_train_examples', 'max_eval_examples', 'max_test_examples'):
+    value = data_config[field]
+    _require((field == 'max_test_examples' and value is None) or (_is_int(value) and value >= 0),
+             f'data.{field}', f'{value!r}; must be 0 (all) or a positive integer')
+  data_dir = data_config.data_dir or ''
+  if name == 'synthetic':
+    num_classes, num_examples = data_config.num_classes, data_config.num_examples
+    _require(_is_int(num_classes) and num_classes >= 2, 'data.num_classes',
+             f'{num_classes!r}; synthetic needs at least 2')
+    _require(_is_int(num_examples) and num_examples >= 5 * num_classes, 'data.num_examples',
+             f'{num_examples!r}; synthetic needs at least 5 per class ({5 * num_classes})')
+  elif name in ('folder', 'caltech101', 'caltech256'):
+    _require(data_dir, 'data.data_dir', f'empty; dataset {name!r} reads its images from that '
+             'folder')
+  elif name == 'tfds':
+    _require(data_config.tfds_name, 'data.tfds_name',
+             "empty; dataset 'tfds' needs the name of a prepared TFDS dataset")
+  # fashion_mnist may fetch its files into a data_dir that does not exist yet (when downloading).
+  fetches = name == 'fashion_mnist' and data_config.download
+  if data_dir and name != 'synthetic' and not fetches:
+    _require(files.reachable(data_dir, 'config.data.data_dir', files.is_dir), 'data.data_dir',
+             f'{data_dir} does not exist'
+             + (' (and config.data.download is off)' if name == 'fashion_mnist' else ''))
 
 
 def _validate_model(config):
@@ -185,9 +240,79 @@ def _validate_train(config, num_devices, num_processes):
            f'must be a finite number > 0, got {lr!r}')
   for field in ('train.batch_size', 'train.eval_batch_size'):
     for divisor, what in ((num_devices, 'devices'), (num_processes, 'processes')):
-      message = parallel.indivisible_batch(f'config.{field}', _get(config, field), divisor, what)
-      if message:
-        raise ConfigError(message)
+      check_batch_divisible(f'config.{field}', _get(config, field), divisor, what)
+
+
+def check_batch_divisible(field: str, batch_size: int, divisor: int, what: str):
+  """The one check that a batch splits evenly over `divisor` devices or processes: the error
+  names the field (or flag) and the nearest sizes that do."""
+  if batch_size % divisor == 0:
+    return
+  below = batch_size - batch_size % divisor
+  nearest = ' or '.join(str(n) for n in (below, below + divisor) if n > 0)
+  raise ConfigError(f'{field}: {batch_size} does not divide by the {divisor} {what}; the nearest '
+                    f'sizes that do: {nearest}')
+
+
+def validate_suite(suite_config, only=(), num_processes: int = 1, backend: str = 'cpu'):
+  """A suite's own fields (configs/suites/), before any run's: the tables of --only, each
+  experiment's runs, what each run reads from another (classifiers_from: a run of the same
+  experiment that trains that classifier, no cycle) and config.concurrent_runs. Each run's own
+  config is checked by `validate` (suite.check_runs). Raises ConfigError naming the field."""
+  suite_config = config_schema.completed_suite(suite_config)
+  all_tags = {t for e in suite_config.experiments.values() for r in e.runs.values()
+              for t in r.tags}
+  unknown = sorted(set(only) - all_tags)
+  if unknown:
+    raise ConfigError(f'--only: unknown table {", ".join(unknown)}; the suite has '
+                      f'{", ".join(sorted(all_tags))}')
+  for experiment, e in suite_config.experiments.items():
+    field = f'experiments.{experiment}'
+    _require(e.runs, f'{field}.runs', 'no runs')
+    configs = {name: config_schema.completed(spec.config) for name, spec in e.runs.items()}
+    for name, spec in e.runs.items():
+      for classifier, source in spec.classifiers_from.items():
+        _check_classifier_source(e.runs, configs, f'{field}.runs', name, classifier, source)
+    _check_no_cycle({name: set(spec.classifiers_from.values()) for name, spec in e.runs.items()},
+                    f'{field}.runs')
+  value = suite_config.concurrent_runs
+  _require(_is_int(value) and value >= 1, 'concurrent_runs',
+           f'must be an integer >= 1, got {value!r}')
+  if value > 1 and (num_processes > 1 or backend != 'cpu'):
+    raise ConfigError(f'config.concurrent_runs={value}: concurrent runs are for one CPU host; '
+                      f'here ({num_processes} processes, {backend}) runs execute one at a time '
+                      '(set 1)')
+
+
+def _check_classifier_source(specs, configs, runs_field, name, classifier, source):
+  field = f'{runs_field}.{name}.classifiers_from.{classifier}'
+  _require(source in specs, field,
+           f'no run {source!r} in config.{runs_field}; runs: {", ".join(specs)}')
+  trains = {n: c for g in config_schema.CLASSIFIER_GROUPS for n, c in configs[source][g].items()}
+  _require(classifier in trains and not trains[classifier].checkpoint
+           and classifier not in specs[source].classifiers_from, field,
+           f'run {source!r} does not train a classifier {classifier!r}')
+  _require(any(classifier in configs[name][g] for g in config_schema.CLASSIFIER_GROUPS), field,
+           f'the run has no classifier {classifier!r}')
+
+
+def _check_no_cycle(reads: dict, field):
+  """`reads`: {run: the runs it reads}; refuses runs that read each other, naming the cycle."""
+  done, visiting = set(), []
+
+  def visit(name):
+    if name in visiting:
+      cycle = ' -> '.join(visiting[visiting.index(name):] + [name])
+      _require(False, field, f'the runs read each other\'s classifiers in a cycle: {cycle}')
+    if name not in done:
+      visiting.append(name)
+      for source in sorted(reads[name]):
+        visit(source)
+      visiting.pop()
+      done.add(name)
+
+  for name in reads:
+    visit(name)
 
 
 # Fields a resumed run may change: they do not alter the training trajectory.

@@ -10,8 +10,6 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from qrnet_jax.errors import ConfigError
-
 DATA_AXIS = 'data'
 
 
@@ -27,23 +25,6 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
-
-
-def indivisible_batch(field: str, batch_size: int, divisor: int, what: str) -> Optional[str]:
-  """The one message for a batch that does not split evenly over `divisor` devices or processes
-  (None when it does): it names the field and the nearest sizes that do."""
-  if batch_size % divisor == 0:
-    return None
-  below = batch_size - batch_size % divisor
-  nearest = ' or '.join(str(n) for n in (below, below + divisor) if n > 0)
-  return (f'{field}: {batch_size} does not divide by the {divisor} {what}; the nearest sizes '
-          f'that do: {nearest}')
-
-
-def check_batch_divisible(global_batch_size: int, mesh: Mesh, field='config.train.batch_size'):
-  message = indivisible_batch(field, global_batch_size, mesh.devices.size, 'devices')
-  if message:
-    raise ConfigError(message)
 
 
 def global_batch(local_batch: dict, mesh: Mesh) -> dict:

@@ -77,73 +77,46 @@ def _resolved(experiment, e, run_name, spec, workdir):
   if e.get('data_dir'):
     config.data.data_dir = e.data_dir
   for name, source in spec.classifiers_from.items():
-    groups = [g for g in config_schema.CLASSIFIER_GROUPS if name in config[g]]
-    if not groups:
-      raise ConfigError(f'{_field(experiment, run_name)}.classifiers_from.{name}: the run has no '
-                        f'classifier {name!r}')
-    c = config[groups[0]][name]
+    group = next(g for g in config_schema.CLASSIFIER_GROUPS if name in config[g])
+    c = config[group][name]
     field = 'init_checkpoint' if c.train_distorted else 'checkpoint'
     c[field] = os.path.join(workdir, experiment, source, 'classifiers', name)
     try:  # fine-tuned from that run's classifier (classifiers_from), so not from ImageNet weights
-      config_validation.check_training_start(c, f'{groups[0]}.{name}')
+      config_validation.check_training_start(c, f'{group}.{name}')
     except ConfigError as e:
       raise ConfigError(f'{_field(experiment, run_name)}.{e} (the run fine-tunes it from run '
                         f'{source!r}: classifiers_from)') from e
   return config
 
 
-def _check_source(experiment, run_name, name, source, runs):
-  field = f'{_field(experiment, run_name)}.classifiers_from.{name}'
-  if source not in runs:
-    raise ConfigError(f'{field}: no run {source!r} in {_field(experiment)}.runs; runs: '
-                      f'{", ".join(runs)}')
-  trains = {n: c for g in config_schema.CLASSIFIER_GROUPS
-            for n, c in runs[source].config[g].items()}
-  if name not in trains or trains[name].checkpoint or name in runs[source].classifiers_from:
-    raise ConfigError(f'{field}: run {source!r} does not train a classifier {name!r}')
-
-
 def plan(suite_config, workdir: str, only: Sequence[str] = ()) -> list:
   """The runs to execute, each after the runs it reads: those tagged with any of `only` (and
-  what they need), or all. Raises ConfigError naming the field for a bad suite."""
-  all_tags = {t for e in suite_config.experiments.values() for r in e.runs.values()
-              for t in r.tags}
-  unknown = sorted(set(only) - all_tags)
-  if unknown:
-    raise ConfigError(f'--only: unknown table {", ".join(unknown)}; the suite has '
-                      f'{", ".join(sorted(all_tags))}')
+  what they need), or all. Raises ConfigError naming the field for a bad suite
+  (config_validation.validate_suite)."""
+  config_validation.validate_suite(suite_config, only, num_processes=jax.process_count(),
+                                   backend=jax.default_backend())
   ordered = []
   for experiment, e in suite_config.experiments.items():
-    if not e.runs:
-      raise ConfigError(f'{_field(experiment)}.runs: no runs')
-    runs = {}
-    for name, spec in e.runs.items():
-      for classifier, source in spec.classifiers_from.items():
-        _check_source(experiment, name, classifier, source, e.runs)
-      runs[name] = Run(experiment, name, config_schema.completed(spec.config),
-                       _resolved(experiment, e, name, spec, workdir),
-                       needs=tuple(sorted(set(spec.classifiers_from.values()))),
-                       tags=tuple(spec.tags), workdir=os.path.join(workdir, experiment, name))
+    runs = {name: Run(experiment, name, config_schema.completed(spec.config),
+                      _resolved(experiment, e, name, spec, workdir),
+                      needs=tuple(sorted(set(spec.classifiers_from.values()))),
+                      tags=tuple(spec.tags), workdir=os.path.join(workdir, experiment, name))
+            for name, spec in e.runs.items()}
     wanted = [n for n, r in runs.items() if not only or set(r.tags) & set(only)]
-    ordered += _dependency_order(runs, wanted, _field(experiment))
+    ordered += _dependency_order(runs, wanted)
   return ordered
 
 
-def _dependency_order(runs: dict, wanted, field) -> list:
-  order, done, visiting = [], set(), []
+def _dependency_order(runs: dict, wanted) -> list:
+  """`wanted` and the runs they read, each after those it reads (validate_suite refused cycles)."""
+  order, done = [], set()
 
   def visit(name):
     if name in done:
       return
-    if name in visiting:
-      cycle = ' -> '.join(visiting[visiting.index(name):] + [name])
-      raise ConfigError(f'{field}.runs: the runs read each other\'s classifiers in a cycle: '
-                        f'{cycle}')
-    visiting.append(name)
+    done.add(name)
     for need in runs[name].needs:
       visit(need)
-    visiting.pop()
-    done.add(name)
     order.append(runs[name])
 
   for name in wanted:
@@ -330,18 +303,6 @@ def _execute_in_worker(run: Run, compilation_cache_dir):
     return execute(run, show_progress=False)
 
 
-def concurrent_runs(suite_config) -> int:
-  """How many runs of the suite execute at once (config.concurrent_runs, default 1)."""
-  value = suite_config.get('concurrent_runs', 1)
-  if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-    raise ConfigError(f'config.concurrent_runs: must be an integer >= 1, got {value!r}')
-  if value > 1 and (jax.process_count() > 1 or jax.default_backend() != 'cpu'):
-    raise ConfigError(f'config.concurrent_runs={value}: concurrent runs are for one CPU host; '
-                      f'here ({jax.process_count()} processes, {jax.default_backend()}) runs '
-                      'execute one at a time (set 1)')
-  return value
-
-
 def _add_attempt(workdir, attempt: dict):
   path = os.path.join(workdir, RUN_TIME)
   metrics.write_json(path, (files.read_json(path) or []) + [attempt])
@@ -368,7 +329,7 @@ def run_suite(suite_config, workdir: str, only: Sequence[str] = (), reevaluate: 
   start = time.perf_counter()
   runs = plan(suite_config, workdir, only)
   num_devices = len(devices) if devices is not None else jax.device_count()
-  concurrent = concurrent_runs(suite_config)
+  concurrent = config_schema.completed_suite(suite_config).concurrent_runs
   check_runs(runs, num_devices)
   # Decided once, before any run, so that every process of a multi-host suite agrees.
   to_run = [r for r in runs if reevaluate or not is_finished(r)]

@@ -110,9 +110,9 @@ def test_missing_fashion_mnist_data_dir_is_refused_when_not_downloading(tmp_path
   config = default.get_config().data
   config.data_dir, config.download = str(tmp_path / 'nowhere'), False
   with pytest.raises(ConfigError, match='config.data.data_dir: .*nowhere does not exist'):
-    data.validate_data_config(config)
+    config_validation.validate_data(config)
   config.download = True  # then it is where the files are fetched to
-  data.validate_data_config(config)
+  config_validation.validate_data(config)
 
 
 def test_split_file_and_markers_are_readable_by_others(tmp_path):

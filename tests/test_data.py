@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from qrnet_jax import data
+from qrnet_jax import config_validation, data
 from qrnet_jax.config_validation import ConfigError
 from qrnet_jax.data import fashion_mnist, pipeline
 
@@ -95,9 +95,9 @@ def test_worker_processes_give_the_same_batches_as_the_main_process():
   in_workers.close()
 
 
-def test_validate_data_config_names_the_field():
+def test_validate_data_names_the_field():
   from configs import default  # pylint: disable=import-outside-toplevel
-  data.validate_data_config(default.get_config().data)
+  config_validation.validate_data(default.get_config().data)
   good = dict(name='synthetic', image_size=32, data_dir='', num_examples=100, num_classes=10)
   for bad, message in (
       (dict(name='foo'), r"config.data.name: unknown dataset 'foo'; allowed: \('synthetic'"),
@@ -112,7 +112,7 @@ def test_validate_data_config_names_the_field():
       (dict(name='folder', data_dir='/nonexistent/qrnet'), '/nonexistent/qrnet does not exist'),
   ):
     with pytest.raises(ConfigError, match=message):
-      data.validate_data_config(ml_collections.ConfigDict({**good, **bad}))
+      config_validation.validate_data(ml_collections.ConfigDict({**good, **bad}))
 
 
 def test_synthetic_dataset_keeps_its_interface():

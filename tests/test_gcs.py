@@ -198,7 +198,7 @@ def test_unreachable_bucket_is_refused_naming_the_flag(gcs):
   config = tiny_run_config(**{'data.name': 'folder'}).data
   config.data_dir = f'{gcs}/no/such/folder'
   with pytest.raises(ConfigError, match=r'config.data.data_dir: gs://.*/no/such/folder does not'):
-    data.validate_data_config(config)
+    config_validation.validate_data(config)
 
 
 def test_a_file_needed_locally_is_copied_once(gcs, tmp_path):

@@ -18,7 +18,7 @@ import pytest
 from configs import paper
 from configs.suites import default as default_suite
 from configs.suites import paper as paper_suite
-from qrnet_jax import preemption, suite, timing
+from qrnet_jax import config_validation, preemption, suite, timing
 from qrnet_jax import run as run_lib
 from qrnet_jax.report.tables import TABLE_TITLES
 from qrnet_jax.config_validation import ConfigError
@@ -313,6 +313,12 @@ def test_runs_come_after_the_runs_they_read(tmp_path):
     (lambda c: c.experiments.fashion_mnist.runs.qrnet.classifiers_from.update(
         {'small_vgg': 'recnet'}),
      r"classifiers_from.small_vgg: run 'recnet' does not train a classifier 'small_vgg'"),
+    (lambda c: c.experiments.fashion_mnist.runs.qrnet.classifiers_from.update(
+        {'small_inception': 'classifier_small_inception'}),
+     r"config.experiments.fashion_mnist.runs.qrnet.classifiers_from.small_inception: the run has "
+     r"no classifier 'small_inception'"),
+    (lambda c: setattr(c.experiments.fashion_mnist, 'runs', {}),
+     r'config.experiments.fashion_mnist.runs: no runs'),
     # The fine-tuned classifier starts from the clean-trained one it reads, not ImageNet weights.
     (lambda c: c.experiments.fashion_mnist.runs.finetuned.config.eval_classifiers.small_vgg.update(
         {'imagenet': True}),
@@ -327,11 +333,34 @@ def test_bad_suite_structure_is_refused_naming_the_field(tmp_path, no_training, 
     suite.run_suite(config, str(tmp_path), devices=jax.devices()[:1])
 
 
-def test_runs_that_read_each_other_are_refused():
-  a = suite.Run('e', 'a', None, None, needs=('b',), tags=(), workdir='')
-  b = suite.Run('e', 'b', None, None, needs=('a',), tags=(), workdir='')
-  with pytest.raises(ConfigError, match=r'config.experiments.e.runs: .* cycle: a -> b -> a'):
-    suite._dependency_order({'a': a, 'b': b}, ['a'], 'config.experiments.e')
+def _read_each_other(config):
+  """classifier_small_vgg and classifier_small_resnet each read the other's classifier."""
+  runs = config.experiments.fashion_mnist.runs
+  vgg, resnet = runs.classifier_small_vgg, runs.classifier_small_resnet
+  vgg.config.eval_classifiers.small_resnet = resnet.config.eval_classifiers.small_resnet
+  resnet.config.eval_classifiers.small_vgg = vgg.config.eval_classifiers.small_vgg
+  vgg.classifiers_from = {'small_resnet': 'classifier_small_resnet'}
+  resnet.classifiers_from = {'small_vgg': 'classifier_small_vgg'}
+
+
+def test_runs_that_read_each_other_are_refused(tmp_path, no_training):
+  config = quick_suite()
+  _read_each_other(config)
+  with pytest.raises(ConfigError, match=r"config.experiments.fashion_mnist.runs: the runs read each "
+                     r"other's classifiers in a cycle: classifier_small_resnet -> "
+                     r"classifier_small_vgg -> classifier_small_resnet"):
+    suite.run_suite(config, str(tmp_path), devices=jax.devices()[:1])
+
+
+def test_concurrent_runs_are_for_one_cpu_host():
+  config = quick_suite()
+  config.concurrent_runs = 2
+  config_validation.validate_suite(config, num_processes=1, backend='cpu')
+  for processes, backend in ((2, 'cpu'), (1, 'gpu')):
+    with pytest.raises(ConfigError, match=re.escape(
+        f'config.concurrent_runs=2: concurrent runs are for one CPU host; here ({processes} '
+        f'processes, {backend}) runs execute one at a time (set 1)')):
+      config_validation.validate_suite(config, num_processes=processes, backend=backend)
 
 
 def test_unknown_table_and_bad_run_field_are_refused_before_any_run(tmp_path, no_training):

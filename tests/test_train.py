@@ -3,6 +3,7 @@ a killed run resumes to the same parameters, bad values stop the run with a clea
 import dataclasses
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,8 +18,9 @@ import optax
 import pytest
 
 from configs import default
-from qrnet_jax import (checkpointing, config_schema, config_validation, corruptions, data,
-                       distortions, evaluate, loop, metrics, parallel, run, run_classifiers, steps)
+from qrnet_jax import (benchmark, checkpointing, config_schema, config_validation, corruptions,
+                       data, distortions, evaluate, loop, metrics, parallel, run, run_classifiers,
+                       steps)
 from qrnet_jax.models import QRNet, init_variables
 from qrnet_jax.models.small import SmallResNet, SmallVGG
 
@@ -254,7 +256,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
     ('data.image_size', 30, 'config.data.image_size: must be a positive multiple of 16'),
     ('classifiers.small_vgg.arch', 'alexnet', "config.classifiers.small_vgg.arch: unknown"),
     ('model.dtype', 'float16', "config.model.dtype: unknown dtype 'float16'"),  # no loss scaling
-    ('data.cache', 'ram', "config.data.cache: 'ram'"),  # checked by data.validate_data_config
+    ('data.cache', 'ram', "config.data.cache: 'ram'"),  # config_validation.validate_data
 ])
 def test_bad_config_fails_before_data_or_compilation(tmp_path, monkeypatch, field, value, message):
   def forbidden(*args, **kwargs):
@@ -266,10 +268,11 @@ def test_bad_config_fails_before_data_or_compilation(tmp_path, monkeypatch, fiel
 
 
 def test_batch_divisibility_has_one_message_with_the_nearest_sizes():
-  assert parallel.indivisible_batch('config.train.batch_size', 32, 4, 'devices') is None
-  assert parallel.indivisible_batch('config.train.batch_size', 30, 8, 'processes') == (
+  config_validation.check_batch_divisible('config.train.batch_size', 32, 4, 'devices')
+  with pytest.raises(config_validation.ConfigError, match=re.escape(
       'config.train.batch_size: 30 does not divide by the 8 processes; the nearest sizes that '
-      'do: 24 or 32')
+      'do: 24 or 32')):
+    config_validation.check_batch_divisible('config.train.batch_size', 30, 8, 'processes')
   with pytest.raises(config_validation.ConfigError,
                      match='config.train.batch_size: 33 does not divide by the 2 processes; the '
                            'nearest sizes that do: 32 or 34'):
@@ -277,11 +280,12 @@ def test_batch_divisibility_has_one_message_with_the_nearest_sizes():
                                num_processes=2)
 
 
-def test_batch_that_does_not_divide_by_the_mesh_is_a_config_error():
+def test_benchmark_batch_that_does_not_divide_by_the_devices_is_refused_naming_its_flag():
+  assert jax.device_count() == 4  # conftest.py
   with pytest.raises(config_validation.ConfigError,
-                     match='config.train.batch_size: 6 does not divide by the 4 devices; the '
-                           'nearest sizes that do: 4 or 8'):
-    parallel.check_batch_divisible(6, parallel.make_mesh(jax.devices()[:4]))
+                     match='batch_size: 6 does not divide by the 4 devices; the nearest sizes that '
+                           'do: 4 or 8'):
+    benchmark.train_step_timer(32, 6, ('small_vgg',), 'float32', num_classes=10, small=True)
 
 
 def test_cli_names_the_bad_field(tmp_path):

@@ -24,18 +24,14 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from qrnet_jax import config_schema, files
+from qrnet_jax import config_schema, config_validation, files
 from qrnet_jax.data import fashion_mnist as fashion_mnist_lib
 from qrnet_jax.data import folder as folder_lib
 from qrnet_jax.data import splits as splits_lib
-from qrnet_jax.data.images import RESIZE_POLICIES
-from qrnet_jax.data.pipeline import (CACHE_MODES, ArraySource, ImageSource, SubsetSource,
+from qrnet_jax.data.pipeline import (ArraySource, ImageSource, SubsetSource,
                                      eval_batches, steps_per_epoch, train_batches)
 from qrnet_jax.data.splits import DatasetChangedError, split_indices
 from qrnet_jax.data.synthetic import synthetic_images
-from qrnet_jax.errors import ConfigError
-
-DATASETS = ('synthetic', 'fashion_mnist', 'folder', 'caltech101', 'caltech256', 'tfds')
 
 CACHE_ROOT = os.path.join(os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache')),
                           'qrnet_jax')
@@ -49,65 +45,6 @@ class Dataset:
   test: object
   num_classes: int
   info: dict = dataclasses.field(default_factory=dict)
-
-
-def validate_data_config(data_config) -> None:
-  """Raises ConfigError naming the field for bad values; reads no data (cheap stat calls only)."""
-  data_config = config_schema.completed_data(data_config)
-  name = data_config.get('name', None)
-  if name not in DATASETS:
-    raise ConfigError(f'config.data.name: unknown dataset {name!r}; allowed: {DATASETS}')
-  size = data_config.get('image_size', None)
-  if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-    raise ConfigError(f'config.data.image_size: {size!r}; must be a positive integer')
-  if data_config.resize not in RESIZE_POLICIES:
-    raise ConfigError(f"config.data.resize: {data_config.resize!r}; allowed: "
-                     f'{RESIZE_POLICIES}')
-  if data_config.cache not in CACHE_MODES:
-    raise ConfigError(f"config.data.cache: {data_config.cache!r}; allowed: {CACHE_MODES}")
-  workers = data_config.num_workers
-  if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
-    raise ConfigError(f'config.data.num_workers: {workers!r}; must be 0 (decode in threads of the '
-                     'main process) or a number of worker processes')
-  seed = data_config.split_seed
-  if not isinstance(seed, int) or seed < 0:
-    raise ConfigError(f'config.data.split_seed: {seed!r}; must be a non-negative integer')
-  checksum = data_config.archive_checksum
-  if checksum:
-    algorithm, _, digest = checksum.partition(':')
-    lengths = {'sha256': 64, 'md5': 32}
-    if (algorithm.lower() not in lengths or len(digest) != lengths[algorithm.lower()]
-        or any(c not in '0123456789abcdefABCDEF' for c in digest)):
-      raise ConfigError(f'config.data.archive_checksum: {checksum!r}; expected sha256:<64 hex> or '
-                       'md5:<32 hex>, or empty for the official checksums')
-  for field in ('max_train_examples', 'max_eval_examples', 'max_test_examples'):
-    value = data_config[field]
-    if field == 'max_test_examples' and value is None:
-      continue
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-      raise ConfigError(f'config.data.{field}: {value!r}; must be 0 (all) or a positive integer')
-  data_dir = data_config.data_dir or ''
-  if name == 'synthetic':
-    num_classes, num_examples = data_config.num_classes, data_config.num_examples
-    if not isinstance(num_classes, int) or num_classes < 2:
-      raise ConfigError(f'config.data.num_classes: {num_classes!r}; synthetic needs at least 2')
-    if not isinstance(num_examples, int) or num_examples < 5 * num_classes:
-      raise ConfigError(f'config.data.num_examples: {num_examples!r}; synthetic needs at least '
-                       f'5 per class ({5 * num_classes})')
-  elif name in ('folder', 'caltech101', 'caltech256'):
-    if not data_dir:
-      raise ConfigError(f'config.data.data_dir: empty; dataset {name!r} reads its images from '
-                       'that folder')
-  elif name == 'tfds':
-    if not data_config.tfds_name:
-      raise ConfigError("config.data.tfds_name: empty; dataset 'tfds' needs the name of a "
-                       'prepared TFDS dataset')
-  # fashion_mnist may fetch its files into a data_dir that does not exist yet (when downloading).
-  fetches = name == 'fashion_mnist' and data_config.download
-  if (data_dir and name != 'synthetic' and not fetches
-      and not files.reachable(data_dir, 'config.data.data_dir', files.is_dir)):
-    raise ConfigError(f'config.data.data_dir: {data_dir} does not exist'
-                      + (' (and config.data.download is off)' if name == 'fashion_mnist' else ''))
 
 
 def with_local_data_dir(data_config):
@@ -283,7 +220,7 @@ def load_dataset(data_config, seed: int) -> Dataset:
   and DatasetChangedError (a ValueError) if the data no longer match their saved split.
   """
   data_config = config_schema.completed_data(data_config)
-  validate_data_config(data_config)
+  config_validation.validate_data(data_config)
   dataset = _load_splits(with_local_data_dir(data_config), seed)
   max_test = data_config.max_test_examples
   return _limited(dataset, data_config.max_train_examples,

@@ -2,7 +2,7 @@
 import numpy as np
 from PIL import Image
 
-RESIZE_POLICIES = ('squash', 'center_crop')
+from qrnet_jax.config_schema import RESIZE_POLICIES
 _RESAMPLE = Image.Resampling.BILINEAR  # antialiased when shrinking
 
 

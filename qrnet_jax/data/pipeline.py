@@ -25,8 +25,8 @@ import grain
 import numpy as np
 
 from qrnet_jax import files
+from qrnet_jax.config_schema import CACHE_MODES
 
-CACHE_MODES = ('memory', 'disk', 'none')
 _ENDLESS = 2 ** 62  # grain MapDatasets are finite; this many steps never runs out
 _PARALLEL_DECODE_MIN = 512  # fewer images decode faster in-process than worker start-up takes
 
@@ -65,7 +65,7 @@ class ImageSource:
   def __init__(self, loader, labels, image_size: int, cache: str = 'memory',
                cache_path: str = '', cache_key: str = '', num_workers: int = 0):
     if cache not in CACHE_MODES:
-      raise ValueError(f'config.data.cache: {cache!r}; allowed: {CACHE_MODES}')
+      raise ValueError(f'ImageSource: cache {cache!r}; allowed: {CACHE_MODES}')
     if cache == 'disk' and not cache_path:
       raise ValueError("cache='disk' needs a cache path")
     self.loader = loader
