@@ -84,3 +84,21 @@ def test_corruption_report_numbers_are_the_runs_numbers(quick_suite):
         assert cell == expected
         checked += value is not None
   assert checked > 4 * 19 * 7
+  # The findings: each method against C alone, its clean and mean differences as the runs' own.
+  findings = {f['claim']: f for f in results['findings']}
+  assert len(findings) == 3 * 3 + 2  # 15, held-out 4, clean; unseen where it saw families
+  alone = tests['classifier_small_vgg']
+  for run in RUNS[1:]:
+    stage = 'qrnet' if run.startswith('qrnet') else 'none'
+    label = f'{run}: QRNet + small_vgg' if stage == 'qrnet' else f'{run}: small_vgg'
+    mean = lambda test, metric, families: np.mean(
+        [test[f'{f}/{s}'][metric] for f in families for s in corruptions.SEVERITIES])
+    f = findings[f'{label} is at most 1 point below small_vgg alone on clean images']
+    assert f['difference'] == pytest.approx(
+        tests[run]['clean'][f'{stage}/small_vgg/accuracy']
+        - alone['clean']['none/small_vgg/accuracy'], abs=1e-9)
+    f = findings[f"{label} beats small_vgg alone (ImageNet-C's 15 families)"]
+    assert f['difference'] == pytest.approx(
+        mean(tests[run], f'{stage}/small_vgg/accuracy', corruptions.IMAGENET_C)
+        - mean(alone, 'none/small_vgg/accuracy', corruptions.IMAGENET_C), abs=1e-9)
+    assert f['low'] <= f['difference'] <= f['high']

@@ -577,3 +577,84 @@ def test_corruption_section_numbers_against_independent_sums(tmp_path):
       for column, value in row['values'].items():
         if value is not None:
           assert from_csv[(name, row['method'], column)] == value
+
+
+def test_corruption_findings_and_mce_intervals_against_scipy(tmp_path):
+  """Each method against the classifier alone, on the same images: its findings are the paired
+  differences of per-image means with scipy's percentile-bootstrap interval; its mCE and
+  relative mCE intervals are scipy's percentile bootstrap of the same ratios (numpy here), the
+  two runs resampled on the same images."""
+  from scipy import stats as scipy_stats  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(2)
+  runs = fake_corruption_runs(rng, str(tmp_path))
+  exp = {'name': 'corruptions', 'title': 'Corruptions', 'classifier': C, 'unseen': None,
+         'paper': None, 'runs': runs, 'latency': None, 'parameters': None}
+  results = report.write_report(str(tmp_path / 'report'), [exp], {'commit': 'abc'})
+  found = results['experiments']['corruptions']
+  findings = {f['claim']: f for f in found['findings']}
+  summary = {r['method']: r for r in found['tables']['corruptions']['rows']}
+  base, base_metric = 'classifier_small_vgg', f'none/{C}/accuracy'
+  levels = lambda families: [f'{f}/{s}' for f in families for s in range(1, 6)]
+  claims = 0
+  for run, (restored, trained_on) in CORRUPTION_RUNS.items():
+    metric = f'{"qrnet" if restored else "none"}/{C}/accuracy'
+    label = f'{run}: QRNet + {C}' if restored else f'{run}: {C}'
+    if run == base:
+      assert not any(c.startswith(label) for c in findings)
+      assert not any('mCE' in column for column in summary[label]['intervals'])
+      continue
+    seen = [f for f in trained_on if f in FAMILIES]
+    cases = {f"{label} beats {C} alone (ImageNet-C's 15 families)": (
+                 levels(corruptions.IMAGENET_C), 0.),
+             f'{label} beats {C} alone (the 4 held-out families)': (
+                 levels(corruptions.HELD_OUT), 0.),
+             f'{label} is at most 1 point below {C} alone on clean images': (['clean'], 0.01)}
+    if seen:
+      cases[f'{label} beats {C} alone (the families it never trained on)'] = (
+          levels([f for f in FAMILIES if f not in seen]), 0.)
+    for claim, (claim_levels, margin) in cases.items():
+      f = findings[claim]
+      differences = (per_image(runs[run]['outcomes'], metric, claim_levels)
+                     - per_image(runs[base]['outcomes'], base_metric, claim_levels))
+      assert f['images'] == IMAGES and f['margin'] == margin and f['b'] == f'{base}: {C}'
+      assert f['difference'] == pytest.approx(differences.mean(), abs=1e-12)
+      assert (f['low'], f['high']) == pytest.approx(scipy_percentile_interval(differences),
+                                                    abs=0.006)
+      assert f['verdict'] == ('holds' if f['low'] > -margin else
+                              'reversed' if f['high'] < -margin else 'not resolved')
+      claims += 1
+
+    # (images, 2 + 10 per family): clean of the method and the baseline, then per family the
+    # method's 5 severities and the baseline's.
+    columns = [per_image(runs[run]['outcomes'], metric, ['clean']),
+               per_image(runs[base]['outcomes'], base_metric, ['clean'])]
+    for family in FAMILIES:
+      columns += [per_image(runs[r]['outcomes'], m, [f'{family}/{s}'])
+                  for r, m in ((run, metric), (base, base_metric)) for s in range(1, 6)]
+    matrix = np.stack(columns, axis=1)
+
+    def mce(group, relative):
+      def statistic(index, axis=-1):
+        error = 1 - matrix[index].mean(axis=-2)  # (..., columns)
+        ratios = []
+        for family in group:
+          j = 2 + 10 * FAMILIES.index(family)
+          method, baseline = error[..., j:j + 5].sum(-1), error[..., j + 5:j + 10].sum(-1)
+          if relative:
+            method, baseline = method - 5 * error[..., 0], baseline - 5 * error[..., 1]
+          ratios.append(np.where(baseline > 0, method / np.where(baseline > 0, baseline, 1),
+                                 np.nan))
+        return np.nanmean(ratios, axis=0) if relative else np.mean(ratios, axis=0)
+      return scipy_stats.bootstrap((np.arange(IMAGES),), statistic, vectorized=True,
+                                   n_resamples=10_000, batch=250, method='percentile',
+                                   random_state=0).confidence_interval
+
+    for name, group in (('15', corruptions.IMAGENET_C), ('held-out 4', corruptions.HELD_OUT)):
+      for column, relative in ((f'mCE {name}', False), (f'relative mCE {name}', True)):
+        low, high = summary[label]['intervals'][column]
+        expected = mce(group, relative)
+        # Different resamples: equal to the Monte Carlo error of 10,000 resamples.
+        assert (low, high) == pytest.approx((expected.low, expected.high),
+                                            abs=0.03 * (expected.high - expected.low))
+        assert low < summary[label]['values'][column] < high
+  assert claims == len(found['findings']) == 3 * 3 + 2  # 3 methods, 2 of them saw families

@@ -51,3 +51,26 @@ def test_bootstrap_is_reproducible_and_checks_its_input():
     (-0.012, 0.004, 0.01, 'not resolved'), (0., 0.01, 0., 'not resolved')])
 def test_verdict_reads_the_interval(low, high, margin, verdict):
   assert stats.verdict(low, high, margin) == verdict
+
+
+def test_column_means_resample_every_column_with_the_same_images():
+  """One column: bootstrap_means' draws exactly; two columns: paired (a copy of a column has the
+  same mean in every resample); the means of 0/1 columns are what numpy computes per resample."""
+  rng = np.random.default_rng(3)
+  values = (rng.random(301) < 0.6).astype(float)
+  assert stats.bootstrap_column_means(values[:, None], resamples=500)[:, 0] == pytest.approx(
+      stats.bootstrap_means(values, resamples=500), abs=1e-12)
+  other = (rng.random(301) < 0.3).astype(float)
+  means = stats.bootstrap_column_means(np.stack([values, other, values], axis=1), resamples=500)
+  assert np.array_equal(means[:, 0], means[:, 2])
+  assert not np.array_equal(means[:, 0], means[:, 1])
+  picks = np.random.default_rng(stats.BOOTSTRAP_SEED).integers(0, 301, size=(500, 301))
+  assert means[:, 1] == pytest.approx(other[picks].mean(axis=1), abs=1e-12)
+  with pytest.raises(ValueError, match='matrix'):
+    stats.bootstrap_column_means(values)
+
+
+def test_percentile_interval_leaves_out_undefined_draws():
+  draws = np.concatenate([np.linspace(0., 1., 1001), [np.nan] * 50])
+  assert stats.percentile_interval(draws) == pytest.approx((0.025, 0.975))
+  assert stats.percentile_interval([np.nan, np.nan]) is None

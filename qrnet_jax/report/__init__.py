@@ -37,7 +37,8 @@ def write_report(out_dir: str, experiments: list, provenance: dict) -> dict:
         'title': exp['title'], 'classifier': exp['classifier'], 'unseen': exp.get('unseen'),
         'paper': exp.get('paper'), 'runs': runs, 'latency': metrics.json_safe(exp.get('latency')),
         'parameters': metrics.json_safe(exp.get('parameters')),
-        'findings': findings.experiment_findings(exp, tests, outcomes),
+        'findings': (findings.experiment_findings(exp, tests, outcomes)
+                     + corruptions.corruption_findings(exp, runs, outcomes)),
         'tables': tables_, 'seeds': seeds.seeds_table(exp, tests, tables.accuracy_values),
         'figures': figures.write_figures(out_dir, exp, tests, tables_)}
   files.write_text(os.path.join(out_dir, 'results.json'),

@@ -14,11 +14,21 @@ A family's accuracy is the mean over its severities. rCE is undefined where the 
 accuracy to the family (a denominator <= 0); the relative mCE averages the families where it is
 defined. Tables are data as tables.py lays them out, rendered by markdown.py and long_csv.py; the
 heatmaps (figures.py) read the per-method tables' severity columns.
+
+Uncertainty, over the test images (every method sees the same corrupted images): each accuracy has
+its 95 % interval (intervals.py); each method's mCE and relative mCE the percentile-bootstrap
+interval of the ratio, the method and the baseline resampled on the same images
+(stats.bootstrap_column_means); and the findings compare each method with the classifier alone
+image by image (paired differences of the mean accuracies, as the paper's findings, findings.py).
 """
 from typing import NamedTuple
 
+import numpy as np
+
+from qrnet_jax import stats
 from qrnet_jax.corruptions import HELD_OUT, IMAGENET_C
 from qrnet_jax.report import intervals
+from qrnet_jax.report.findings import CLEAN_MARGIN
 from qrnet_jax.report.methods import levels_of
 from qrnet_jax.report.tables import make_table, mean_or_none
 from qrnet_jax.run_names import classifier_run
@@ -128,6 +138,50 @@ def summary_intervals(m: CorruptionMethod, tests, outcomes) -> dict:
           for column, families in groups.items()}
 
 
+def _ratio(numerator, denominator):
+  """numerator / denominator, NaN where the denominator is <= 0 (CE undefined)."""
+  with np.errstate(divide='ignore', invalid='ignore'):
+    return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.), np.nan)
+
+
+def ce_intervals(m: CorruptionMethod, base, tests, outcomes) -> dict:
+  """{'mCE 15', 'relative mCE 15', ...: [low, high]}: the 95 % percentile-bootstrap intervals of
+  the method's mCE and relative mCE, the method and the baseline resampled on the same test
+  images; a resample where a mean is undefined is left out. {} for the baseline itself (1 by
+  definition) or without per-image outcomes."""
+  if base is None or m.run == base.run:
+    return {}
+  sources = [(m.run, m.metric, 'clean'), (base.run, base.metric, 'clean')]
+  columns = {}  # family: (the method's severities, the baseline's) as columns of `sources`
+  for family in FAMILIES:
+    levels = levels_of(tests[m.run], family)
+    if not levels or levels != levels_of(tests[base.run], family):
+      continue
+    start = len(sources)
+    sources += [(run, metric, level) for run, metric in ((m.run, m.metric),
+                                                          (base.run, base.metric))
+                for level in levels]
+    columns[family] = (slice(start, start + len(levels)),
+                       slice(start + len(levels), start + 2 * len(levels)))
+  found = intervals.per_image_columns(sources, outcomes)
+  if found is None or not found[0].size:
+    return {}
+  errors = 1. - stats.bootstrap_column_means(found[1])  # (resamples, columns)
+  ce = {f: _ratio(errors[:, a].sum(1), errors[:, b].sum(1)) for f, (a, b) in columns.items()}
+  rce = {f: _ratio((errors[:, a] - errors[:, :1]).sum(1), (errors[:, b] - errors[:, 1:2]).sum(1))
+         for f, (a, b) in columns.items()}
+  found = {}
+  for name, group in GROUPS:
+    if all(f in columns for f in group):
+      relative = np.array([rce[f] for f in group])
+      defined = np.isfinite(relative).sum(0)
+      with np.errstate(invalid='ignore', divide='ignore'):
+        relative_mean = np.where(defined > 0, np.nansum(relative, 0) / defined, np.nan)
+      found[f'mCE {name}'] = stats.percentile_interval(np.mean([ce[f] for f in group], axis=0))
+      found[f'relative mCE {name}'] = stats.percentile_interval(relative_mean)
+  return {column: list(interval) for column, interval in found.items() if interval is not None}
+
+
 def method_table(m: CorruptionMethod, values: dict, tests, outcomes) -> dict:
   """A family per row: accuracy (mean over severities), CE, relative CE and each severity's
   accuracy; then the means and clean accuracy. Families the method trained on are marked."""
@@ -167,17 +221,55 @@ def corruption_tables(exp: dict, runs: dict, outcomes: dict) -> dict:
   base = next((m for m in methods if m.run == classifier_run(exp['classifier'])), None)
   values = {m.run: method_values(m, tests, base) for m in methods}
   summary = make_table(SUMMARY_COLUMNS, [
-      (m.label, values[m.run]['summary'], summary_intervals(m, tests, outcomes))
+      (m.label, values[m.run]['summary'],
+       {**summary_intervals(m, tests, outcomes), **ce_intervals(m, base, tests, outcomes)})
       for m in methods], [
           'mean: accuracy averaged over the families\' severities, then over the 15 families of '
           'ImageNet-C, the 4 held-out ones, or those the method never trained on (unseen).',
           f'mCE and relative mCE against {base.label if base else "the classifier alone (no run)"}'
           ' (1 = as the classifier alone; lower is better); relative: the error added over '
           'clean error. Families undefined for relative CE (the baseline loses nothing to '
-          'them) are left out of its mean.',
+          'them) are left out of its mean. Their 95 % intervals: the bootstrap over the test '
+          'images, the method and the baseline resampled together; an interval wholly below 1 '
+          'is fewer errors than the classifier alone, resolved.',
           'Trained on: ' + '; '.join(f'{m.run}: {_trained_on(m)}' for m in methods) + '.'])
   tables = {'corruptions': {**summary, 'title': 'Corruptions: every method on ImageNet-C\'s 15 '
                                                 'families and the 4 held-out ones'}}
   for m in methods:
     tables[f'corruptions_{m.run}'] = method_table(m, values[m.run], tests, outcomes)
   return tables
+
+
+def corruption_findings(exp: dict, runs: dict, outcomes: dict) -> list:
+  """Each method against the classifier alone, image by image on the same corrupted test images:
+  its mean accuracy over the 15 families, the 4 held-out ones and (where it trained on some) the
+  families it never saw, and its cost on clean images; records as findings.experiment_findings'
+  (paired difference, 95 % bootstrap interval, verdict), [] without a baseline run."""
+  methods = corruption_methods(exp, runs)
+  base = next((m for m in methods if m.run == classifier_run(exp['classifier'])), None)
+  if base is None:
+    return []
+  tests = {run: r['test'] for run, r in runs.items()}
+  records = []
+  for m in methods:
+    if m is base:
+      continue
+    groups = [('mean 15', "ImageNet-C's 15 families", IMAGENET_C),
+              ('mean held-out 4', 'the 4 held-out families', HELD_OUT)]
+    if m.seen:
+      groups.append(('mean unseen', 'the families it never trained on', _unseen(m)))
+    c = exp['classifier']
+    cells = [(f'{m.label} beats {c} alone ({what})', column, 0., _sources(m, tests, families),
+              _sources(base, tests, families)) for column, what, families in groups]
+    cells.append((f'{m.label} is at most 1 point below {c} alone on clean images', 'clean',
+                  CLEAN_MARGIN, [(m.run, m.metric, 'clean')], [(base.run, base.metric, 'clean')]))
+    for claim, column, margin, a, b in cells:
+      compared = intervals.paired_difference(a, b, outcomes) if a and b else None
+      if compared is None:
+        continue
+      records.append({
+          'claim': claim, 'source': 'corruption suite', 'a': m.label, 'b': base.label,
+          'column': column, 'top_levels': None, 'margin': margin, **compared,
+          'verdict': stats.verdict(compared['low'], compared['high'], margin),
+          'paper_difference': None})
+  return records

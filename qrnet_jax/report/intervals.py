@@ -31,9 +31,9 @@ def cell_sources(method: Method, column: str, tests: dict, top=None) -> list:
   return [(run, metric, level) for level in levels[-top if top else 0:]]
 
 
-def per_image(sources: list, outcomes: dict):
-  """(index, values): each test image's mean outcome over `sources`, on the images every source
-  has; None where a source has no outcomes."""
+def per_image_columns(sources: list, outcomes: dict):
+  """(index, values (N, K)): each source's outcome (1 correct, 0 not) on the N test images every
+  source has, a column per source; None where a source has no outcomes."""
   vectors = []
   for run, metric, level in sources:
     found = outcomes.get(run)
@@ -44,9 +44,15 @@ def per_image(sources: list, outcomes: dict):
   if not vectors:
     return None
   common = functools.reduce(np.intersect1d, [index for index, _ in vectors])
-  values = np.mean([correct[np.searchsorted(index, common)] for index, correct in vectors],
-                   axis=0, dtype=np.float64)
-  return common, values
+  return common, np.stack([correct[np.searchsorted(index, common)] for index, correct in vectors],
+                          axis=1).astype(np.float64)
+
+
+def per_image(sources: list, outcomes: dict):
+  """(index, values): each test image's mean outcome over `sources`, on the images every source
+  has; None where a source has no outcomes."""
+  found = per_image_columns(sources, outcomes)
+  return None if found is None else (found[0], found[1].mean(axis=1))
 
 
 def accuracy_interval(sources: list, outcomes: dict):

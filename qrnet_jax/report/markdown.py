@@ -96,7 +96,7 @@ def run_time_values(r: dict) -> dict:
 FINDINGS_NOTE = (
     "Each row: method A's accuracy minus method B's on the same test images (every method sees "
     "the same distorted images), with the 95 % percentile-bootstrap interval over those images "
-    "(10,000 resamples). holds = the whole interval is on the paper's side (above minus the "
+    "(10,000 resamples). holds = the whole interval is on the claim's side (above minus the "
     "margin: 0, or 1 point for 'at most 1 point'), reversed = the whole interval on the other "
     "side, not resolved = it holds values on both sides. Intervals are per claim, without a "
     "correction for the number of claims.")
