@@ -23,7 +23,7 @@ Every restorer is also evaluated with the unseen classifier where one is given (
 import ml_collections
 
 from qrnet_jax import config_schema
-from qrnet_jax.run_names import classifier_run
+from qrnet_jax.run_names import classifier_run, replicate
 
 METHODS = ('classifier', 'recnet_noise', 'recnet_blur', 'recnet', 'qrnet', 'small_qrnet',
            'finetuned_noise', 'finetuned_blur', 'finetuned', 'end_to_end', 'mqrnet')
@@ -105,8 +105,12 @@ def run_spec(config, tags, classifiers_from=None):
       classifiers_from=ml_collections.ConfigDict(dict(classifiers_from or {}))))
 
 
-RESTORERS = ('recnet_noise', 'recnet_blur', 'recnet', 'qrnet', 'small_qrnet', 'end_to_end',
-             'mqrnet')
+def replicate_spec(spec, k: int):
+  """Run `spec` with seed + k, reading each classifier from its source's replicate k."""
+  config = ml_collections.ConfigDict(spec.config.to_dict())
+  config.seed += k
+  return run_spec(config, spec.tags, {name: replicate(source, k)
+                                      for name, source in spec.classifiers_from.items()})
 
 
 def paper_experiment(base, *, title, classifier, second, unseen, paper='', finetune_epochs=0,
@@ -118,8 +122,10 @@ def paper_experiment(base, *, title, classifier, second, unseen, paper='', finet
   reads them from there (Table 4's fine-tuned classifiers start from them). MQRNet's second
   classifier is trained only where 'mqrnet' is among `methods`.
   `finetune_epochs` (0: the classifier's own train_epochs) bounds Table 4's fine-tuning.
-  `seeds` > 1 repeats every restorer run with seeds base.seed + 1, ... (runs `METHOD_seed1`, ...;
-  the report gives their spread beside the single-seed intervals).
+  `seeds` > 1 repeats the whole experiment with seeds base.seed + 1, ...: every run R as
+  `R_seed{k}`, the classifiers trained again, each replicate reading its own seed's classifiers
+  (the report gives the spread of each method and each finding over seeds beside the single-seed
+  intervals, report/seeds.py).
   The experiment's `data_dir` ('' here) is the user's to set
   (`--config.experiments.NAME.data_dir`); the suite copies it into each run's `data.data_dir`.
   """
@@ -146,10 +152,10 @@ def paper_experiment(base, *, title, classifier, second, unseen, paper='', finet
     reads = {name: trained_by[name] for group in config_schema.CLASSIFIER_GROUPS
              for name in config[group]}
     runs[method] = run_spec(config, TAGS[method], reads)
-    for k in range(1, seeds if method in RESTORERS else 1):
-      repeated = ml_collections.ConfigDict(config.to_dict())
-      repeated.seed = config.seed + k
-      runs[f'{method}_seed{k}'] = run_spec(repeated, TAGS[method], reads)
+  first = list(runs)
+  for k in range(1, seeds):
+    for name in first:
+      runs[replicate(name, k)] = replicate_spec(runs[name], k)
   return ml_collections.ConfigDict(dict(
       title=title, classifier=classifier[0], unseen=unseen[0], paper=paper, data_dir='',
       runs=runs))

@@ -463,15 +463,79 @@ def test_seeds_table_is_the_spread_over_replicate_runs(tmp_path):
   assert f"| QRNet + {C} | 3 | " in text
 
 
-def test_suite_seeds_option_repeats_the_restorer_runs():
+def test_suite_seeds_option_repeats_the_whole_experiment(tmp_path):
+  """Every run again with seed + k, the classifiers included; each replicate reads its own
+  seed's classifiers; the suite plans it (each replicate after the classifiers it reads)."""
   from configs.suites import default as default_suite  # pylint: disable=g-import-not-at-top
-  runs = default_suite.get_config('quick,seeds=3').experiments.fashion_mnist.runs
-  assert runs.qrnet_seed2.config.seed == runs.qrnet.config.seed + 2
-  assert runs.qrnet_seed1.classifiers_from.to_dict() == runs.qrnet.classifiers_from.to_dict()
-  assert 'finetuned_seed1' not in runs and 'classifier_small_vgg_seed1' not in runs
-  assert len(runs) == 13 + 2 * 7
+  from qrnet_jax import suite  # pylint: disable=g-import-not-at-top
+  config = default_suite.get_config('quick,seeds=3')
+  runs = config.experiments.fashion_mnist.runs
+  assert len(runs) == 13 * 3
+  for k in (1, 2):
+    assert (runs[f'classifier_small_vgg_seed{k}'].config.seed
+            == runs.classifier_small_vgg.config.seed + k)
+    assert runs[f'qrnet_seed{k}'].config.seed == runs.qrnet.config.seed + k
+    assert runs[f'qrnet_seed{k}'].classifiers_from.to_dict() == {
+        'small_vgg': f'classifier_small_vgg_seed{k}',
+        'small_resnet': f'classifier_small_resnet_seed{k}'}
+    assert runs[f'finetuned_seed{k}'].classifiers_from.to_dict() == {
+        'small_vgg': f'classifier_small_vgg_seed{k}'}
+  order = [r.name for r in suite.plan(config, str(tmp_path))]
+  assert order.index('classifier_small_vgg_seed2') < order.index('mqrnet_seed2')
   with pytest.raises(ValueError, match=r"unknown variant 'seeds=0'"):
     default_suite.get_config('seeds=0')
+
+
+def test_findings_over_seeds_judge_each_claim_on_each_seed(tmp_path):
+  """Runs R, R_seed1, R_seed2 of C alone and QRNet: each claim's paired difference per seed
+  recomputed with numpy from the outcomes, its verdict, and the spread over seeds; a claim whose
+  runs have one seed (RecNet) has no record; markdown and CSV carry them."""
+  rng = np.random.default_rng(4)
+  names = ['classifier_small_vgg', 'qrnet', 'recnet']
+  runs = fake_runs(rng, names, out_dir=str(tmp_path))
+  for k in (1, 2):
+    (tmp_path / f'seed{k}').mkdir()
+    for name in names[:2]:
+      runs[f'{name}_seed{k}'] = fake_runs(rng, [name], out_dir=str(tmp_path / f'seed{k}'))[name]
+  experiment = {'name': 'seeded', 'title': 'Seeds', 'classifier': C, 'unseen': None,
+                'paper': None, 'runs': runs, 'latency': None, 'parameters': {}}
+  results = report.write_report(str(tmp_path / 'report'), [experiment], {'commit': 'x'})
+  records = {f['claim']: f for f in results['experiments']['seeded']['findings_over_seeds']}
+  noise = [f'noise/{s:g}' for s in NOISE]
+  assert sorted(records) == sorted([
+      f'QRNet + {C} beats {C} alone (noise)', f'QRNet + {C} beats {C} alone (blur)',
+      f'QRNet + {C} beats {C} alone (noise, 3 strongest levels)',
+      f'QRNet + {C} beats {C} alone (blur, 3 strongest levels)',
+      f'QRNet costs {C} at most 1 point on clean images'])
+  f = records[f'QRNet + {C} beats {C} alone (noise)']
+  differences = []
+  for k, suffix in enumerate(['', '_seed1', '_seed2']):
+    per_seed = (per_image(runs['qrnet' + suffix]['outcomes'], f'qrnet/{C}/accuracy', noise)
+                - per_image(runs['classifier_small_vgg' + suffix]['outcomes'],
+                            f'none/{C}/accuracy', noise))
+    differences.append(per_seed.mean())
+    p = f['per_seed'][k]
+    assert p['difference'] == pytest.approx(per_seed.mean(), abs=1e-12)
+    assert (p['low'], p['high']) == pytest.approx(scipy_percentile_interval(per_seed), abs=0.006)
+    assert p['verdict'] == ('holds' if p['low'] > 0 else 'reversed' if p['high'] < 0
+                            else 'not resolved')
+  assert f['seeds'] == 3 and f['margin'] == 0.
+  assert f['mean'] == pytest.approx(np.mean(differences), abs=1e-12)
+  assert f['std'] == pytest.approx(np.std(differences, ddof=1), abs=1e-12)
+  assert (f['min'], f['max']) == pytest.approx((min(differences), max(differences)), abs=1e-12)
+  assert f['holds_on'] == sum(p['verdict'] == 'holds' for p in f['per_seed'])
+  # Seed 0 is the Findings' own comparison.
+  [first] = [x for x in results['experiments']['seeded']['findings'] if x['claim'] == f['claim']]
+  assert first['difference'] == f['per_seed'][0]['difference']
+  text = read_bytes(str(tmp_path / 'report'), 'report.md').decode()
+  each = ', '.join(f'{d:+.3f}' for d in differences)
+  assert (f"| QRNet + {C} beats {C} alone (noise) | 3 | {each} | {np.mean(differences):+.3f} | "
+          in text)
+  with open(tmp_path / 'report' / 'results.csv', newline='') as handle:
+    rows = {(r['table'], r['row'], r['column']): r['value'] for r in csv.DictReader(handle)}
+  assert float(rows[('findings over seeds', f['claim'], 'seed 2 difference')]) == pytest.approx(
+      differences[2], abs=1e-12)
+  assert rows[('findings over seeds', f['claim'], 'holds_on')] == str(f['holds_on'])
 
 
 FAMILIES = corruptions.IMAGENET_C + corruptions.HELD_OUT

@@ -6,8 +6,9 @@ Run (each command resumes where an earlier one stopped; finished runs are skippe
   --config configs/suites/default.py:all     # every method of the paper at the same scale
   --config configs/suites/default.py:full    # the whole dataset and the paper's epochs (CPU: days)
   --config configs/suites/default.py:quick   # generated data at 16 px, for smoke runs and tests
-  --config configs/suites/default.py:seeds=3 # every restorer run with 3 seeds (also all,seeds=3):
-                                             # the report adds their spread over seeds
+  --config configs/suites/default.py:seeds=3 # every run with 3 seeds, classifiers included (also
+                                             # all,seeds=3): the report adds the methods' and the
+                                             # findings' spread over seeds
 
 The same experiment as the paper's (configs/suites/paper.py) at CPU scale: 32 px images, the small
 classifier families (VGG-style for QRNet, VGG-style + Inception-style for MQRNet, ResNet-style as

@@ -40,6 +40,7 @@ def write_report(out_dir: str, experiments: list, provenance: dict) -> dict:
         'findings': (findings.experiment_findings(exp, tests, outcomes)
                      + corruptions.corruption_findings(exp, runs, outcomes)),
         'tables': tables_, 'seeds': seeds.seeds_table(exp, tests, tables.accuracy_values),
+        'findings_over_seeds': seeds.findings_over_seeds(exp, tests, outcomes),
         'figures': figures.write_figures(out_dir, exp, tests, tables_)}
   files.write_text(os.path.join(out_dir, 'results.json'),
                    json.dumps(results, indent=2, allow_nan=False) + '\n')

@@ -25,6 +25,15 @@ def numbers(results: dict):
           for bound, x in zip(('low', 'high'), (record.get('intervals') or {}).get(level, {})
                               .get(metric) or ()):
             yield name, 'levels', run, level, f'{metric} {bound}', x
+    for f in exp.get('findings_over_seeds') or []:
+      for column in ('seeds', 'holds_on'):
+        yield name, 'findings over seeds', f['claim'], column, 'count', f[column]
+      for column in ('mean', 'std', 'min', 'max'):
+        yield name, 'findings over seeds', f['claim'], column, 'difference', f[column]
+      for k, p in enumerate(f['per_seed']):
+        for column in ('difference', 'low', 'high'):
+          yield (name, 'findings over seeds', f['claim'], f'seed {k} {column}', 'difference',
+                 p[column])
     for row in (exp.get('seeds') or {}).get('rows', []):
       yield name, 'seeds', row['method'], 'seeds', 'count', row['seeds']
       for column, value in row['values'].items():

@@ -126,6 +126,25 @@ def findings_markdown(results: dict) -> list:
   return lines + [f'- {FINDINGS_NOTE}', '']
 
 
+def findings_over_seeds_markdown(records: list) -> list:
+  lines = [markdown_row(['claim', 'seeds', 'A − B on each seed', 'mean', 'std', 'min', 'max',
+                         'holds on']),
+           '|---|---:|---:|---:|---:|---:|---:|---:|']
+  for f in records:
+    each = ', '.join(format_value(p['difference'], 'difference') for p in f['per_seed'])
+    lines.append(markdown_row(
+        [f['claim'], str(f['seeds']), each]
+        + [format_value(f[k], 'difference') for k in ('mean', 'std', 'min', 'max')]
+        + [f"{f['holds_on']} of {f['seeds']}"]))
+  return lines + ['', "- Each claim of the Findings judged again on every seed the suite trained "
+                  '(the whole pipeline: classifiers, restorers and fine-tuned classifiers '
+                  "trained again with each seed; runs R_seedK), on the same test images: A − B "
+                  'per seed, their mean, standard deviation (n - 1) and range, and on how many '
+                  "seeds the claim holds (its own 95 % interval over the test images). The "
+                  "spread over seeds is training randomness, which the Findings' intervals do "
+                  'not cover.']
+
+
 def experiment_markdown(name: str, exp: dict) -> list:
   lines = [f'## {exp["title"]} (`{name}`)', '',
            f'Classifier C = `{exp["classifier"]}`; unseen classifier U = '
@@ -156,6 +175,9 @@ def experiment_markdown(name: str, exp: dict) -> list:
                             [([row['method'], str(row['seeds'])], row['values'])
                              for row in table['rows']])
     lines += [''] + [f'- {note}' for note in table['notes']]
+  if exp.get('findings_over_seeds'):
+    lines += ['', '### Seeds: the findings on each seed', ''] + findings_over_seeds_markdown(
+        exp['findings_over_seeds'])
   if exp['runs']:
     lines += ['', '### Every run at every level', '',
               "none = the images as they are; qrnet = after the run's restorer. One table per "
