@@ -530,7 +530,7 @@ def test_findings_over_seeds_judge_each_claim_on_each_seed(tmp_path):
   text = read_bytes(str(tmp_path / 'report'), 'report.md').decode()
   each = ', '.join(f'{d:+.3f}' for d in differences)
   assert (f"| QRNet + {C} beats {C} alone (noise) | 3 | {each} | {np.mean(differences):+.3f} | "
-          in text)
+          f"{np.std(differences, ddof=1):.3f} | {min(differences):+.3f} | " in text)
   with open(tmp_path / 'report' / 'results.csv', newline='') as handle:
     rows = {(r['table'], r['row'], r['column']): r['value'] for r in csv.DictReader(handle)}
   assert float(rows[('findings over seeds', f['claim'], 'seed 2 difference')]) == pytest.approx(

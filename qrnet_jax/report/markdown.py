@@ -134,7 +134,8 @@ def findings_over_seeds_markdown(records: list) -> list:
     each = ', '.join(format_value(p['difference'], 'difference') for p in f['per_seed'])
     lines.append(markdown_row(
         [f['claim'], str(f['seeds']), each]
-        + [format_value(f[k], 'difference') for k in ('mean', 'std', 'min', 'max')]
+        + [format_value(f[k], 'accuracy' if k == 'std' else 'difference')
+           for k in ('mean', 'std', 'min', 'max')]
         + [f"{f['holds_on']} of {f['seeds']}"]))
   return lines + ['', "- Each claim of the Findings judged again on every seed the suite trained "
                   '(the whole pipeline: classifiers, restorers and fine-tuned classifiers '
