@@ -21,7 +21,8 @@ the unseen classifier): the classifiers C, U and MQRNet's second, RecNet (multip
 MQRNet, tested on 5,000 images. The paper's other methods (RecNet single, small QRNet, fine-tuned
 classifiers, end-to-end) run in the `all` variant, at the same scale (13 runs).
 
-Main job time: 16 min 24 s from a fresh clone at commit 3871948, set-up included (2-core x86_64).
+Main job time: 18 min 2 s from a fresh clone at commit f6be160 (16 min 24 s at 3871948), set-up
+included (2-core x86_64).
 
 Distortions: noise keeps the paper's sigmas (0-255 units). Blur sigmas are the paper's x 2/7
 (0.57-2.86 px, kernels 3-11): the paper's pixel sigmas on a 32 px image (sigma 10 with a 39-tap
