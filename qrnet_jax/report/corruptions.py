@@ -28,7 +28,7 @@ import numpy as np
 from qrnet_jax import stats
 from qrnet_jax.corruptions import HELD_OUT, IMAGENET_C
 from qrnet_jax.report import intervals
-from qrnet_jax.report.findings import CLEAN_MARGIN
+from qrnet_jax.report.findings import CLEAN_MARGIN, judged
 from qrnet_jax.report.methods import levels_of
 from qrnet_jax.report.tables import make_table, mean_or_none
 from qrnet_jax.run_names import classifier_run
@@ -264,12 +264,11 @@ def corruption_findings(exp: dict, runs: dict, outcomes: dict) -> list:
     cells.append((f'{m.label} is at most 1 point below {c} alone on clean images', 'clean',
                   CLEAN_MARGIN, [(m.run, m.metric, 'clean')], [(base.run, base.metric, 'clean')]))
     for claim, column, margin, a, b in cells:
-      compared = intervals.paired_difference(a, b, outcomes) if a and b else None
-      if compared is None:
+      found = judged(a, b, outcomes, margin)
+      if found is None:
         continue
       records.append({
           'claim': claim, 'source': 'corruption suite', 'a': m.label, 'b': base.label,
-          'column': column, 'top_levels': None, 'margin': margin, **compared,
-          'verdict': stats.verdict(compared['low'], compared['high'], margin),
+          'column': column, 'top_levels': None, 'margin': margin, **found,
           'paper_difference': None})
   return records

@@ -78,20 +78,35 @@ def _paper_difference(claim: Claim, paper: Optional[str]):
   return None if i is None else round(table[claim.a.key][i] - table[claim.b.key][i], 3)
 
 
+def judged(sources_a: list, sources_b: list, outcomes: dict, margin: float = 0.):
+  """{'difference', 'low', 'high', 'images', 'verdict'}: A's cell minus B's image by image
+  (intervals.paired_difference) and the verdict on "A - B is above -margin"; None without
+  outcomes. Every finding of the report is judged here: the paper's claims, on one seed or each
+  (seeds.py), and the corruption suite's (corruptions.py)."""
+  compared = intervals.paired_difference(sources_a, sources_b, outcomes)
+  if compared is None:
+    return None
+  return {**compared, 'verdict': stats.verdict(compared['low'], compared['high'], margin)}
+
+
+def judge_claim(claim: Claim, tests: dict, outcomes: dict):
+  """`judged` on the claim's two cells."""
+  return judged(intervals.cell_sources(claim.a, claim.column, tests, claim.top),
+                intervals.cell_sources(claim.b, claim.column, tests, claim.top), outcomes,
+                claim.margin)
+
+
 def experiment_findings(exp: dict, tests: dict, outcomes: dict) -> list:
   """One record per claim whose runs the experiment has (with per-image outcomes)."""
   records = []
   for claim in claims(exp['classifier'], exp.get('unseen')):
     if not (has_runs(tests, claim.a) and has_runs(tests, claim.b)):
       continue
-    compared = intervals.paired_difference(
-        intervals.cell_sources(claim.a, claim.column, tests, claim.top),
-        intervals.cell_sources(claim.b, claim.column, tests, claim.top), outcomes)
-    if compared is None:
+    found = judge_claim(claim, tests, outcomes)
+    if found is None:
       continue
     records.append({
         'claim': claim.claim, 'source': claim.source, 'a': claim.a.label, 'b': claim.b.label,
-        'column': claim.column, 'top_levels': claim.top, 'margin': claim.margin, **compared,
-        'verdict': stats.verdict(compared['low'], compared['high'], claim.margin),
+        'column': claim.column, 'top_levels': claim.top, 'margin': claim.margin, **found,
         'paper_difference': _paper_difference(claim, exp.get('paper'))})
   return records

@@ -10,9 +10,7 @@ difference and verdict) and count the seeds it holds on.
 """
 import numpy as np
 
-from qrnet_jax import stats
 from qrnet_jax.report import findings as findings_lib
-from qrnet_jax.report import intervals
 from qrnet_jax.report.methods import Method, end_to_end_methods, recovery_methods
 from qrnet_jax.report.methods import small_qrnet_methods, unseen_methods
 from qrnet_jax.run_names import replicate, replicate_number
@@ -80,14 +78,11 @@ def findings_over_seeds(exp: dict, tests: dict, outcomes: dict) -> list:
   for claim in findings_lib.claims(exp['classifier'], exp.get('unseen')):
     per_seed = []
     for k in range(_seeds(tests, claim.a, claim.b)):
-      a, b = as_replicate(claim.a, k), as_replicate(claim.b, k)
-      compared = intervals.paired_difference(
-          intervals.cell_sources(a, claim.column, tests, claim.top),
-          intervals.cell_sources(b, claim.column, tests, claim.top), outcomes)
-      if compared is None:
+      found = findings_lib.judge_claim(
+          claim._replace(a=as_replicate(claim.a, k), b=as_replicate(claim.b, k)), tests, outcomes)
+      if found is None:
         break
-      per_seed.append({**compared, 'verdict': stats.verdict(compared['low'], compared['high'],
-                                                            claim.margin)})
+      per_seed.append(found)
     if len(per_seed) < 2:
       continue
     differences = np.array([p['difference'] for p in per_seed])

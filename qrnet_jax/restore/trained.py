@@ -20,7 +20,6 @@ from qrnet_jax.models import classifiers as classifier_lib
 from qrnet_jax.weights import convert
 
 
-
 @dataclasses.dataclass(frozen=True)
 class TrainedClassifier:
   spec: steps.Classifier  # its module and name, as the run's steps use it
@@ -57,7 +56,7 @@ def classifier_names(config) -> list:
 def _classifier_entry(config, name):
   """(group, entry) of classifier NAME in config.classifiers or config.eval_classifiers."""
   for group in config_schema.CLASSIFIER_GROUPS:
-    if name in config.get(group, {}):
+    if name in config[group]:
       return group, config[group][name]
   raise ConfigError(f'--classifier={name}: not a classifier of this run; its classifiers: '
                     f'{", ".join(classifier_names(config)) or "none"}')
